@@ -1,0 +1,72 @@
+//! The command line: three commands, each flag with an environment fallback.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "clusterctl", version, about = "Run a local actix-web cluster behind a load balancer and prove that sessions survive failures")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start redis-server, N nodes and the load balancer; stay in the foreground.
+    Up(UpArgs),
+    /// Start a private cluster, run every scenario, print a pass/fail report.
+    Verify(VerifyArgs),
+    /// A narrated 3-node tour: what each step does, why, and the evidence.
+    Demo(DemoArgs),
+}
+
+/// Where the programs come from.
+#[derive(Debug, Args)]
+pub struct Programs {
+    /// Directory holding cluster-app and cluster-lb (default: next to clusterctl).
+    #[arg(long, env = "CLUSTERCTL_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// The redis-server program (default: found on PATH).
+    #[arg(long, env = "REDIS_SERVER_BIN")]
+    pub redis_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Number of cluster-app nodes (1-16).
+    #[arg(long, env = "CLUSTERCTL_NODES", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub nodes: u8,
+    /// Port of the load balancer on 127.0.0.1.
+    #[arg(long, env = "CLUSTERCTL_LB_PORT", default_value_t = 8080)]
+    pub lb_port: u16,
+    /// Use this Redis instead of starting a redis-server.
+    #[arg(long, env = "CLUSTERCTL_REDIS_URL")]
+    pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub programs: Programs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Number of cluster-app nodes (1-16).
+    #[arg(long, env = "CLUSTERCTL_NODES", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub nodes: u8,
+    /// Write the JSON report here (and the SIGKILL timeline as <name>-sigkill.svg beside it).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Shorter load phases and a lower rate: the whole run in well under 2 minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also measure start-up time and throughput for these node counts, e.g. 1,2,4,8.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub scale: Vec<u8>,
+    #[command(flatten)]
+    pub programs: Programs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub programs: Programs,
+}

@@ -1,0 +1,171 @@
+//! The `cluster-lb` process and a client for its admin API.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use super::child::{ChildSpec, Supervised};
+use super::wait::wait_until;
+
+/// Active health checks the harness asks for: a check every 200 ms, two
+/// failures to take a node out, two successes to bring it back. Faster than
+/// the LB's defaults so that a failover shows up within a second.
+const HEALTH_INTERVAL_MS: u64 = 200;
+const HEALTH_FALL: u32 = 2;
+const HEALTH_RISE: u32 = 2;
+
+pub struct Lb {
+    pub listen: String,
+    pub admin: LbAdmin,
+    _process: Supervised,
+}
+
+impl Lb {
+    pub fn start(
+        program: &Path,
+        port: u16,
+        admin_port: u16,
+        admin_token: &str,
+        backends: &[String],
+        log_dir: &Path,
+        http: reqwest::Client,
+    ) -> anyhow::Result<Lb> {
+        let listen = format!("127.0.0.1:{port}");
+        let admin_listen = format!("127.0.0.1:{admin_port}");
+        let mut args = vec![
+            "--listen".to_string(),
+            listen.clone(),
+            "--admin-listen".into(),
+            admin_listen.clone(),
+            "--health-interval-ms".into(),
+            HEALTH_INTERVAL_MS.to_string(),
+            "--health-fall".into(),
+            HEALTH_FALL.to_string(),
+            "--health-rise".into(),
+            HEALTH_RISE.to_string(),
+        ];
+        for backend in backends {
+            args.push("--backend".into());
+            args.push(backend.clone());
+        }
+        let spec = ChildSpec {
+            name: "cluster-lb".into(),
+            program: program.to_path_buf(),
+            args,
+            env: vec![("LB_ADMIN_TOKEN".into(), admin_token.into())],
+            log: log_dir.join("lb.log"),
+        };
+        let process = Supervised::start(spec)?;
+        let admin = LbAdmin { base: format!("http://{admin_listen}"), token: admin_token.into(), http };
+        Ok(Lb { listen, admin, _process: process })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    /// Waits until the admin API answers and every backend is `up`.
+    pub async fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {
+        let all_up = wait_until(limit, Duration::from_millis(20), || async {
+            let backends = self.admin.backends().await.ok()?;
+            (!backends.is_empty() && backends.iter().all(|b| b.state == "up")).then_some(())
+        })
+        .await;
+        if all_up.is_none() {
+            let seen = self.admin.backends().await.map(|b| format!("{b:?}")).unwrap_or_else(|e| e.to_string());
+            bail!("cluster-lb did not report every backend up within {limit:?}: {seen}");
+        }
+        Ok(())
+    }
+}
+
+/// One backend as `GET /backends` reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Backend {
+    pub id: String,
+    pub state: String,
+    #[serde(default)]
+    pub in_flight: u64,
+}
+
+#[derive(Deserialize)]
+struct BackendList {
+    backends: Vec<Backend>,
+}
+
+/// Client for the LB's admin listener; mutating calls carry the bearer token.
+#[derive(Clone)]
+pub struct LbAdmin {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl LbAdmin {
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn backends(&self) -> anyhow::Result<Vec<Backend>> {
+        let response = self.http.get(format!("{}/backends", self.base)).send().await?;
+        let list: BackendList = response.error_for_status()?.json().await?;
+        Ok(list.backends)
+    }
+
+    pub async fn backend(&self, id: &str) -> anyhow::Result<Backend> {
+        self.backends()
+            .await?
+            .into_iter()
+            .find(|b| b.id == id)
+            .with_context(|| format!("backend {id} not listed by the LB"))
+    }
+
+    pub async fn drain(&self, id: &str) -> anyhow::Result<()> {
+        self.post(&format!("/backends/{id}/drain"), None).await
+    }
+
+    pub async fn enable(&self, id: &str) -> anyhow::Result<()> {
+        self.post(&format!("/backends/{id}/enable"), None).await
+    }
+
+    pub async fn add(&self, address: &str) -> anyhow::Result<()> {
+        self.post("/backends", Some(serde_json::json!({ "address": address }))).await
+    }
+
+    pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .delete(format!("{}/backends/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        response.error_for_status()?;
+        Ok(())
+    }
+
+    async fn post(&self, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<()> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            bail!("LB admin POST {path}: {status} {body}");
+        }
+        Ok(())
+    }
+
+    /// Waits until backend `id` is in `state`; returns false after `limit`.
+    pub async fn wait_state(&self, id: &str, state: &str, limit: Duration) -> bool {
+        wait_until(limit, Duration::from_millis(20), || async {
+            let backend = self.backend(id).await.ok()?;
+            (backend.state == state).then_some(())
+        })
+        .await
+        .is_some()
+    }
+}

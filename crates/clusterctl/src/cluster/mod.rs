@@ -1,0 +1,150 @@
+//! A whole cluster as local processes: Redis, N nodes, one load balancer.
+//!
+//! [`Cluster::start`] brings the pieces up in dependency order (Redis, then the
+//! nodes, then the LB that health-checks them) and returns only when every one
+//! answers. Dropping the [`Cluster`] stops them in the reverse order: the LB
+//! first, so no request reaches a node that is going away.
+
+mod binaries;
+mod child;
+mod lb;
+mod node;
+mod redis;
+mod wait;
+
+pub use binaries::Binaries;
+pub use lb::{Lb, LbAdmin};
+pub use node::{Node, NodeSettings};
+pub use redis::{ManagedRedis, Persistence, Redis};
+pub use wait::wait_until;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub nodes: usize,
+    /// `None`: any free port.
+    pub lb_port: Option<u16>,
+    /// `None`: start a private redis-server.
+    pub redis_url: Option<String>,
+    pub binaries: Binaries,
+}
+
+/// How long any single component may take to become ready.
+const READY_LIMIT: Duration = Duration::from_secs(20);
+
+pub struct Cluster {
+    // Field order is drop order: the LB stops first, Redis last, and the
+    // directory with the logs goes only after every process is gone.
+    pub lb: Lb,
+    pub nodes: Vec<Node>,
+    pub redis: Redis,
+    pub settings: NodeSettings,
+    pub binaries: Binaries,
+    pub http: reqwest::Client,
+    /// From the first spawn until the LB reported every node up.
+    pub startup: Duration,
+    workdir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(options: &ClusterOptions) -> anyhow::Result<Cluster> {
+        let started = Instant::now();
+        let workdir = tempfile::Builder::new()
+            .prefix("clusterctl-")
+            .tempdir()
+            .context("cannot create a work directory")?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+
+        let redis = match (&options.redis_url, &options.binaries.redis) {
+            (Some(url), _) => Redis::External(url.clone()),
+            (None, Some(program)) => {
+                Redis::Managed(ManagedRedis::start(program, free_port()?, workdir.path()).await?)
+            }
+            (None, None) => anyhow::bail!("no redis-server and no --redis-url"),
+        };
+        let settings = NodeSettings {
+            redis_url: redis.url(),
+            session_key: random_hex(64)?,
+            drain_ms: 300,
+            redis_timeout_ms: 300,
+            workers: 1,
+        };
+
+        let mut nodes = Vec::with_capacity(options.nodes);
+        for index in 1..=options.nodes {
+            let id = format!("node{index}");
+            nodes.push(Node::start(
+                &options.binaries.node,
+                &id,
+                free_port()?,
+                &settings,
+                workdir.path(),
+            )?);
+        }
+        for node in &mut nodes {
+            node.wait_ready(&http, READY_LIMIT).await?;
+        }
+
+        let backends: Vec<String> = nodes.iter().map(|node| node.addr.clone()).collect();
+        let lb_port = match options.lb_port {
+            Some(port) => {
+                TcpListener::bind(("127.0.0.1", port))
+                    .with_context(|| format!("port {port} is in use: pass another --lb-port"))?;
+                port
+            }
+            None => free_port()?,
+        };
+        let lb = Lb::start(
+            &options.binaries.lb,
+            lb_port,
+            free_port()?,
+            &random_hex(16)?,
+            &backends,
+            workdir.path(),
+            http.clone(),
+        )?;
+        lb.wait_ready(READY_LIMIT).await?;
+
+        Ok(Cluster {
+            lb,
+            nodes,
+            redis,
+            settings,
+            binaries: options.binaries.clone(),
+            http,
+            startup: started.elapsed(),
+            workdir,
+        })
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        self.workdir.path()
+    }
+
+    /// Starts a node that is not behind the LB (scenarios add it themselves
+    /// when they want to), with its own settings.
+    pub fn start_extra_node(&self, id: &str, settings: &NodeSettings) -> anyhow::Result<Node> {
+        Node::start(&self.binaries.node, id, free_port()?, settings, self.workdir.path())
+    }
+}
+
+/// A loopback port that was free a moment ago (the OS picks it).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `bytes` random bytes from the OS, hex-encoded.
+pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+    Ok(buffer.iter().map(|byte| format!("{byte:02x}")).collect())
+}

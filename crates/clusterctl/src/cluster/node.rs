@@ -1,0 +1,116 @@
+//! One `cluster-app` process and the settings the harness gives it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use super::child::{ChildSpec, Supervised};
+use super::wait::wait_until;
+
+/// Settings every node of one cluster shares.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub redis_url: String,
+    /// Hex, 64 bytes: the cookie encryption key. Identical on every node, or a
+    /// node cannot read the cookies the others issued.
+    pub session_key: String,
+    /// How long /readyz answers 503 after SIGTERM; short, so restarts are quick.
+    pub drain_ms: u64,
+    /// Bound on every Redis call: the node answers 503 after this, never hangs.
+    pub redis_timeout_ms: u64,
+    pub workers: usize,
+}
+
+pub struct Node {
+    pub id: String,
+    /// `127.0.0.1:<port>`: also the backend id in the LB admin API.
+    pub addr: String,
+    process: Supervised,
+}
+
+impl Node {
+    /// Starts `cluster-app` (without waiting for it to be ready).
+    pub fn start(
+        program: &Path,
+        id: &str,
+        port: u16,
+        settings: &NodeSettings,
+        log_dir: &Path,
+    ) -> anyhow::Result<Node> {
+        let addr = format!("127.0.0.1:{port}");
+        let spec = ChildSpec {
+            name: id.to_string(),
+            program: program.to_path_buf(),
+            args: vec![
+                "--node-id".into(),
+                id.into(),
+                "--listen-addr".into(),
+                addr.clone(),
+                "--redis-url".into(),
+                settings.redis_url.clone(),
+                "--drain-ms".into(),
+                settings.drain_ms.to_string(),
+                "--redis-timeout-ms".into(),
+                settings.redis_timeout_ms.to_string(),
+                "--workers".into(),
+                settings.workers.to_string(),
+            ],
+            env: vec![
+                // Through the environment, not argv: argv is visible in `ps`.
+                ("SESSION_KEY".into(), settings.session_key.clone()),
+                // Plain http on loopback: a Secure cookie would never be sent back.
+                ("COOKIE_SECURE".into(), "false".into()),
+            ],
+            log: log_dir.join(format!("{id}.log")),
+        };
+        Ok(Node { id: id.to_string(), addr, process: Supervised::start(spec)? })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.process.spec().log
+    }
+
+    /// Waits until GET /readyz answers 200; returns how long that took.
+    pub async fn wait_ready(&mut self, http: &reqwest::Client, limit: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let url = format!("{}/readyz", self.url());
+        let ready = wait_until(limit, Duration::from_millis(10), || async {
+            let response = http.get(&url).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
+        if ready.is_none() {
+            let state = if self.process.is_running() { "running" } else { "exited" };
+            bail!(
+                "{} ({state}) was not ready within {limit:?}; see {}",
+                self.id,
+                self.log().display()
+            );
+        }
+        Ok(started.elapsed())
+    }
+
+    /// SIGKILL: the crash, with requests possibly in flight.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// SIGTERM: the node drains for `drain_ms`, then exits.
+    pub fn terminate(&self) {
+        self.process.terminate();
+    }
+
+    pub async fn wait_exit(&mut self, limit: Duration) -> bool {
+        self.process.wait_exit(limit).await
+    }
+
+    /// Starts the same process again (same id, port, key).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.restart()
+    }
+}

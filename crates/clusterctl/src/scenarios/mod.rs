@@ -1,0 +1,192 @@
+//! The scenarios that prove the design, one file each.
+//!
+//! A scenario drives the cluster into one situation (a node killed, Redis
+//! restarted...), measures what users would have seen, and returns its own
+//! figures plus a list of [`Check`]s: what was expected, what happened, and
+//! whether that passes. The report shows all three, so a failure explains
+//! itself.
+
+pub mod continuity;
+pub mod node_kill;
+pub mod redis_blackhole;
+pub mod redis_restart;
+pub mod restart;
+pub mod rolling_restart;
+pub mod shared_key;
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::cluster::Cluster;
+use crate::load::{LoadPlan, LoadRun};
+use crate::progress::Progress;
+use crate::session::Session;
+
+/// How hard and how long scenarios push.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Requests per second of the background load.
+    pub rate: u32,
+    /// How long each steady stretch of load lasts (before a fault, after it).
+    pub steady: Duration,
+}
+
+impl Pace {
+    /// `--quick`: enough requests to see a failure, done in seconds.
+    pub const QUICK: Pace = Pace { rate: 150, steady: Duration::from_millis(1500) };
+    pub const FULL: Pace = Pace { rate: 400, steady: Duration::from_secs(5) };
+}
+
+/// What every scenario gets: the cluster, the pace, a place to say what it does.
+pub struct Context<'a> {
+    pub cluster: &'a mut Cluster,
+    pub pace: Pace,
+    pub progress: &'a Progress,
+}
+
+impl Context<'_> {
+    pub fn lb_url(&self) -> String {
+        self.cluster.lb.url()
+    }
+
+    /// Logs in `count` users through the LB and returns their cookies.
+    pub async fn login_users(&self, prefix: &str, count: usize) -> anyhow::Result<Vec<Session>> {
+        let mut sessions = Vec::with_capacity(count);
+        for index in 1..=count {
+            let (session, _) = Session::login(&self.cluster.http, &self.lb_url(), &format!("{prefix}{index}")).await?;
+            sessions.push(session);
+        }
+        Ok(sessions)
+    }
+
+    /// Starts the mixed load (90% reads, 10% writes) through the LB for these users,
+    /// bounded by `max_duration`.
+    pub fn start_load(&self, sessions: &[Session], max_duration: Duration) -> LoadRun {
+        let plan = LoadPlan {
+            base_url: self.lb_url(),
+            rate_per_sec: self.pace.rate,
+            max_duration,
+            cookies: sessions.iter().filter_map(|s| s.cookie().map(str::to_string)).collect(),
+            write_every: 10,
+        };
+        LoadRun::start(self.cluster.http.clone(), plan)
+    }
+}
+
+/// How long a load run may wait for requests in flight after it stops sending.
+/// Above the client timeout (2 s), so a request only stays in flight if it hung.
+pub const GRACE: Duration = Duration::from_millis(2500);
+
+/// One expectation and what was observed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub what: String,
+    pub expected: String,
+    pub actual: String,
+    pub passed: bool,
+}
+
+impl Check {
+    pub fn new(what: &str, expected: impl ToString, actual: impl ToString, passed: bool) -> Check {
+        Check { what: what.into(), expected: expected.to_string(), actual: actual.to_string(), passed }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Passed,
+    Failed,
+    /// Not applicable to this cluster (e.g. a node kill with one node).
+    Skipped,
+}
+
+/// A scenario's result in the shape the report prints and serializes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub status: Status,
+    /// The headline figures, one line for the table.
+    pub summary: String,
+    pub checks: Vec<Check>,
+    pub notes: Vec<String>,
+    pub duration_ms: u64,
+    /// The scenario's own figures struct.
+    pub figures: serde_json::Value,
+}
+
+/// What a scenario function returns: its figures, checks and remarks.
+pub struct Outcome<F> {
+    pub figures: F,
+    pub summary: String,
+    pub checks: Vec<Check>,
+    pub notes: Vec<String>,
+}
+
+impl<F: Serialize> Outcome<F> {
+    pub fn into_result(self, name: &str, duration: Duration) -> ScenarioResult {
+        let status = if self.checks.iter().all(|c| c.passed) { Status::Passed } else { Status::Failed };
+        ScenarioResult {
+            name: name.into(),
+            status,
+            summary: self.summary,
+            checks: self.checks,
+            notes: self.notes,
+            duration_ms: duration.as_millis() as u64,
+            figures: serde_json::to_value(&self.figures).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+impl ScenarioResult {
+    pub fn skipped(name: &str, reason: &str) -> ScenarioResult {
+        ScenarioResult {
+            name: name.into(),
+            status: Status::Skipped,
+            summary: reason.into(),
+            checks: Vec::new(),
+            notes: vec![reason.into()],
+            duration_ms: 0,
+            figures: serde_json::Value::Null,
+        }
+    }
+
+    /// A scenario that could not run to the end counts as failed, with the reason.
+    pub fn errored(name: &str, error: &anyhow::Error, duration: Duration) -> ScenarioResult {
+        let reason = format!("{error:#}");
+        ScenarioResult {
+            name: name.into(),
+            status: Status::Failed,
+            summary: format!("error: {reason}"),
+            checks: vec![Check::new("scenario ran to the end", "yes", &reason, false)],
+            notes: Vec::new(),
+            duration_ms: duration.as_millis() as u64,
+            figures: serde_json::Value::Null,
+        }
+    }
+}
+
+/// Runs one scenario with progress output and turns any error into a failed result.
+pub async fn run<F, Fut>(progress: &Progress, name: &str, scenario: Fut) -> (ScenarioResult, Option<F>)
+where
+    F: Serialize + Clone,
+    Fut: std::future::Future<Output = anyhow::Result<Outcome<F>>>,
+{
+    progress.begin(name);
+    let started = Instant::now();
+    let (result, figures) = match scenario.await {
+        Ok(outcome) => {
+            let figures = outcome.figures.clone();
+            (outcome.into_result(name, started.elapsed()), Some(figures))
+        }
+        Err(error) => (ScenarioResult::errored(name, &error, started.elapsed()), None),
+    };
+    progress.end(name, result.status, &result.summary);
+    (result, figures)
+}
+
+/// Milliseconds with one decimal, for summaries.
+pub fn ms(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}

@@ -1,0 +1,136 @@
+//! Node SIGKILL under load: a crash must cost at most the requests it cut.
+//!
+//! A constant mixed load runs through the LB; one node is SIGKILLed mid-run.
+//! Reads are idempotent, so the LB may retry them elsewhere: none may fail.
+//! Writes are not, so the only acceptable failures are the writes that were
+//! in flight at the moment of the kill. The figures also show how long the LB
+//! kept the dead node in rotation and what the crash did to latency.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{ms, Check, Context, Outcome, GRACE};
+use crate::cluster::wait_until;
+use crate::load::{LoadSummary, Phase};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub victim: String,
+    pub rate_per_sec: u32,
+    pub failed_reads: u64,
+    pub failed_writes: u64,
+    /// Writes the harness had in flight at the kill (an upper bound for the
+    /// writes the crash could cut).
+    pub writes_in_flight_at_kill: u64,
+    /// The LB's own in-flight count for the victim just before the kill.
+    pub lb_in_flight_at_kill: Option<u64>,
+    /// From the kill until the LB's admin API showed the victim not `up`.
+    pub lb_marked_down_ms: Option<u64>,
+    /// The victim's last successful response, in ms before the kill.
+    pub last_served_before_kill_ms: Option<u64>,
+    pub session_intact: bool,
+    pub load: LoadSummary,
+}
+
+/// Runs the scenario and leaves the victim dead (the restart scenario revives it).
+pub async fn run(ctx: &mut Context<'_>, victim_index: usize) -> anyhow::Result<Outcome<Figures>> {
+    let http = ctx.cluster.http.clone();
+    let victim = ctx.cluster.nodes[victim_index].id.clone();
+    let victim_addr = ctx.cluster.nodes[victim_index].addr.clone();
+    let admin = ctx.cluster.lb.admin.clone();
+
+    ctx.progress.step("log in 4 users, give one of them a session item");
+    let mut sessions = ctx.login_users("kill-user", 4).await?;
+    let mut witness = sessions[0].clone();
+    witness.put_item(&http, &ctx.lb_url(), "proof", serde_json::json!("survives a crash")).await?;
+    sessions[0] = witness.clone();
+
+    let steady = ctx.pace.steady;
+    let load = ctx.start_load(&sessions, steady * 2 + Duration::from_secs(6));
+    ctx.progress.step(&format!("{} req/s through the LB for {steady:?}", ctx.pace.rate));
+    tokio::time::sleep(steady).await;
+
+    ctx.progress.step(&format!("SIGKILL {victim}"));
+    let lb_in_flight_at_kill = admin.backend(&victim_addr).await.ok().map(|b| b.in_flight);
+    ctx.cluster.nodes[victim_index].kill();
+    let killed_at = Instant::now();
+    let kill_mark = load.mark(&format!("kill {victim}"));
+    load.set_phase(Phase::During);
+
+    ctx.progress.step("wait for the LB to take it out");
+    let marked_down = wait_until(Duration::from_secs(5), Duration::from_millis(10), || async {
+        let backend = admin.backend(&victim_addr).await.ok()?;
+        (backend.state != "up").then(|| killed_at.elapsed())
+    })
+    .await;
+    if let Some(after) = marked_down {
+        load.mark(&format!("LB: {victim} out ({})", ms(after)));
+    }
+    load.set_phase(Phase::After);
+    let last_served = load.inspect(|ledger| ledger.last_served(&victim));
+    let kill_at = Duration::from_millis(kill_mark.at_ms);
+    ctx.progress.step(&format!("keep the load on for {steady:?}"));
+    tokio::time::sleep(steady).await;
+    let summary = load.finish(GRACE).await;
+
+    let after = witness.whoami(&http, &ctx.lb_url()).await?;
+    let session_intact = after.user() == Some("kill-user1")
+        && after.body.pointer("/items/proof").and_then(|v| v.as_str()) == Some("survives a crash");
+
+    let failed_reads = summary.reads.failed();
+    let failed_writes = summary.writes.failed();
+    let writes_in_flight_at_kill = kill_mark.writes_in_flight;
+    let mut checks = vec![
+        Check::new("failed GETs", 0, failed_reads, failed_reads == 0),
+        Check::new(
+            "failed POSTs <= POSTs in flight at the kill",
+            format!("<= {writes_in_flight_at_kill}"),
+            failed_writes,
+            failed_writes <= writes_in_flight_at_kill,
+        ),
+        Check::new(
+            "LB takes the dead node out",
+            "< 5 s",
+            marked_down.map(ms).unwrap_or_else(|| "never".into()),
+            marked_down.is_some(),
+        ),
+        Check::new("requests left hanging", 0, summary.total.in_flight, summary.total.in_flight == 0),
+        Check::new(
+            "sent = ok + failed + in flight",
+            summary.total.sent,
+            summary.total.ok + summary.total.failed() + summary.total.in_flight,
+            summary.total.balances(),
+        ),
+        Check::new("session intact afterwards", "user + item", session_intact, session_intact),
+    ];
+    if summary.total.sent == 0 {
+        checks.push(Check::new("requests sent", "> 0", 0, false));
+    }
+    let p = |phase| summary.latency(phase).map(|l| format!("{:.1}/{:.1}", l.p50_ms, l.p99_ms)).unwrap_or_default();
+    let headline = format!(
+        "{} sent, GET fail {failed_reads}, POST fail {failed_writes} (<= {writes_in_flight_at_kill}), out after {}, p50/p99 ms {} | {} | {}",
+        summary.total.sent,
+        marked_down.map(ms).unwrap_or_else(|| "never".into()),
+        p(Phase::Before),
+        p(Phase::During),
+        p(Phase::After),
+    );
+    Ok(Outcome {
+        figures: Figures {
+            victim,
+            rate_per_sec: ctx.pace.rate,
+            failed_reads,
+            failed_writes,
+            writes_in_flight_at_kill,
+            lb_in_flight_at_kill,
+            lb_marked_down_ms: marked_down.map(|d| d.as_millis() as u64),
+            last_served_before_kill_ms: last_served.map(|at| kill_at.saturating_sub(at).as_millis() as u64),
+            session_intact,
+            load: summary,
+        },
+        summary: headline,
+        checks,
+        notes: Vec::new(),
+    })
+}

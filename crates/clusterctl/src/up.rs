@@ -1,0 +1,26 @@
+//! `clusterctl up`: a cluster to play with, until Ctrl-C.
+
+use crate::cluster::{Cluster, ClusterOptions};
+
+/// Starts the cluster, prints where everything is, and waits forever; `main`
+/// stops waiting on Ctrl-C or SIGTERM, and dropping the cluster stops it.
+pub async fn up(options: ClusterOptions) -> anyhow::Result<bool> {
+    eprintln!("starting redis-server, {} nodes and cluster-lb...", options.nodes);
+    let cluster = Cluster::start(&options).await?;
+    let lb = cluster.lb.url();
+    println!("cluster up: {} nodes, ready in {} ms", cluster.nodes.len(), cluster.startup.as_millis());
+    println!("  load balancer  {lb}");
+    println!("  LB admin       {}/backends", cluster.lb.admin.url());
+    for node in &cluster.nodes {
+        println!("  {:<14} {}", node.id, node.url());
+    }
+    println!("  redis          {}", cluster.redis.url());
+    println!("  logs           {}", cluster.log_dir().display());
+    println!();
+    println!("try:");
+    println!("  curl -si -c /tmp/jar -H 'content-type: application/json' -d '{{\"user\":\"alice\"}}' {lb}/login");
+    println!("  curl -si -b /tmp/jar {lb}/whoami    # repeat: X-Served-By changes, the user does not");
+    println!("Ctrl-C stops everything.");
+    std::future::pending::<()>().await;
+    Ok(true)
+}
