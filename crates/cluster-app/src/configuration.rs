@@ -1,0 +1,249 @@
+//! Command line and environment -> validated [`Settings`].
+//!
+//! Every node of a cluster is started from the same image with different
+//! environment variables, so each flag has an env fallback (clap's `env`).
+//! Parsing and validation happen once, here, before anything starts: a node
+//! that would share nothing with its peers (no session key) or could never
+//! serve (bad address, bad Redis URL) refuses to start with one clear line,
+//! instead of failing on the first request.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::cookie::Key;
+use base64::Engine as _;
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+/// A session key must carry at least this many bytes: 32 sign the cookie,
+/// 32 encrypt it (actix-web's `Key`).
+pub const MIN_SESSION_KEY_BYTES: usize = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cluster-app",
+    version,
+    about = "One node of actix-cluster-lab: sessions shared through Redis"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// GET a URL and exit 0 on 200, 1 otherwise (a container healthcheck without curl).
+    Probe {
+        /// Defaults to http://127.0.0.1:<port of LISTEN_ADDR>/readyz.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+/// The node's settings as given, before validation.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Name of this node, sent back in every `X-Served-By` header.
+    #[arg(long, env = "NODE_ID", default_value = "node")]
+    pub node_id: String,
+
+    /// Address to listen on (ip:port).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8000")]
+    pub listen_addr: String,
+
+    /// redis:// or rediss:// URL; user and password go in the URL.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+
+    /// Cookie key, hex or base64, at least 64 bytes decoded; the same on every node.
+    #[arg(long, env = "SESSION_KEY", hide_env_values = true)]
+    pub session_key: Option<String>,
+
+    /// Generate a session key when none is given (this node then shares no session with others).
+    #[arg(long)]
+    pub dev: bool,
+
+    /// Idle lifetime of a session, in Redis and in the cookie.
+    #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 1800)]
+    pub session_ttl_secs: u64,
+
+    #[arg(long, env = "COOKIE_NAME", default_value = "cluster_session")]
+    pub cookie_name: String,
+
+    /// Send the cookie over HTTPS only; local http demos and tests pass false.
+    #[arg(long, env = "COOKIE_SECURE", default_value_t = true, action = ArgAction::Set)]
+    pub cookie_secure: bool,
+
+    /// Prefix of every Redis key this node writes.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "session:")]
+    pub redis_key_prefix: String,
+
+    /// Upper bound of every Redis operation; past it the request gets a 503.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 500)]
+    pub redis_timeout_ms: u64,
+
+    /// How long /readyz answers 503 after SIGTERM while the node keeps serving.
+    #[arg(long, env = "DRAIN_MS", default_value_t = 5000)]
+    pub drain_ms: u64,
+
+    /// HTTP worker threads (default: number of cores).
+    #[arg(long, env = "WORKERS")]
+    pub workers: Option<usize>,
+}
+
+/// Validated settings; holding one means the node can start.
+#[derive(Clone)]
+pub struct Settings {
+    pub node_id: String,
+    pub listen_addr: SocketAddr,
+    pub redis_url: String,
+    pub session_key: Key,
+    /// True when `--dev` made up the key: no other node can read this node's cookies.
+    pub session_key_generated: bool,
+    pub session_ttl: Duration,
+    pub cookie_name: String,
+    pub cookie_secure: bool,
+    pub redis_key_prefix: String,
+    pub redis_timeout: Duration,
+    pub drain: Duration,
+    pub workers: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("SESSION_KEY is missing: set it (hex or base64, >= {MIN_SESSION_KEY_BYTES} bytes, the same on every node) or pass --dev")]
+    MissingSessionKey,
+    #[error("SESSION_KEY is neither hex nor base64")]
+    UndecodableSessionKey,
+    #[error("SESSION_KEY decodes to {0} bytes; at least {MIN_SESSION_KEY_BYTES} are needed")]
+    ShortSessionKey(usize),
+    #[error("LISTEN_ADDR {0:?} is not ip:port (e.g. 127.0.0.1:8000)")]
+    ListenAddr(String),
+    #[error("REDIS_URL must start with redis:// or rediss:// (got {0:?})")]
+    RedisUrlScheme(String),
+    #[error("NODE_ID must be 1-64 visible ASCII characters (got {0:?})")]
+    NodeId(String),
+    #[error("COOKIE_NAME must be 1-64 letters, digits, '-' or '_' (got {0:?})")]
+    CookieName(String),
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+impl TryFrom<NodeArgs> for Settings {
+    type Error = ConfigError;
+
+    fn try_from(args: NodeArgs) -> Result<Settings, ConfigError> {
+        let (session_key, session_key_generated) = match (&args.session_key, args.dev) {
+            (Some(encoded), _) => (parse_session_key(encoded)?, false),
+            (None, true) => (Key::generate(), true),
+            (None, false) => return Err(ConfigError::MissingSessionKey),
+        };
+        let listen_addr = args
+            .listen_addr
+            .parse()
+            .map_err(|_| ConfigError::ListenAddr(args.listen_addr.clone()))?;
+        if !(args.redis_url.starts_with("redis://") || args.redis_url.starts_with("rediss://")) {
+            return Err(ConfigError::RedisUrlScheme(redacted_scheme(
+                &args.redis_url,
+            )));
+        }
+        let node_id_ok = (1..=64).contains(&args.node_id.len())
+            && args.node_id.bytes().all(|b| b.is_ascii_graphic());
+        if !node_id_ok {
+            return Err(ConfigError::NodeId(args.node_id));
+        }
+        let cookie_name_ok = (1..=64).contains(&args.cookie_name.len())
+            && args
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !cookie_name_ok {
+            return Err(ConfigError::CookieName(args.cookie_name));
+        }
+        if args.session_ttl_secs == 0 {
+            return Err(ConfigError::Zero("SESSION_TTL_SECS"));
+        }
+        if args.redis_timeout_ms == 0 {
+            return Err(ConfigError::Zero("REDIS_TIMEOUT_MS"));
+        }
+        let workers = match args.workers {
+            Some(0) => return Err(ConfigError::Zero("WORKERS")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(Settings {
+            node_id: args.node_id,
+            listen_addr,
+            redis_url: args.redis_url,
+            session_key,
+            session_key_generated,
+            session_ttl: Duration::from_secs(args.session_ttl_secs),
+            cookie_name: args.cookie_name,
+            cookie_secure: args.cookie_secure,
+            redis_key_prefix: args.redis_key_prefix,
+            redis_timeout: Duration::from_millis(args.redis_timeout_ms),
+            drain: Duration::from_millis(args.drain_ms),
+            workers,
+        })
+    }
+}
+
+/// Accepts hex first (it is also valid base64 for some inputs, and the more
+/// common way to print random bytes), then standard base64.
+fn parse_session_key(encoded: &str) -> Result<Key, ConfigError> {
+    let encoded = encoded.trim();
+    if encoded.is_empty() {
+        return Err(ConfigError::MissingSessionKey);
+    }
+    let bytes = hex::decode(encoded)
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(encoded))
+        .map_err(|_| ConfigError::UndecodableSessionKey)?;
+    if bytes.len() < MIN_SESSION_KEY_BYTES {
+        return Err(ConfigError::ShortSessionKey(bytes.len()));
+    }
+    Key::try_from(bytes.as_slice()).map_err(|_| ConfigError::ShortSessionKey(bytes.len()))
+}
+
+/// The URL may hold a password: an error message shows only what precedes "://".
+fn redacted_scheme(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, _)) => format!("{scheme}://..."),
+        None => "<no scheme>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_accepted_as_hex_or_base64_and_refused_when_short() {
+        let bytes = [7u8; 64];
+        assert!(parse_session_key(&hex::encode(bytes)).is_ok());
+        assert!(
+            parse_session_key(&base64::engine::general_purpose::STANDARD.encode(bytes)).is_ok()
+        );
+        assert!(matches!(
+            parse_session_key(&hex::encode([7u8; 63])),
+            Err(ConfigError::ShortSessionKey(63))
+        ));
+        assert!(matches!(
+            parse_session_key("not a key!"),
+            Err(ConfigError::UndecodableSessionKey)
+        ));
+    }
+
+    #[test]
+    fn a_redis_url_error_never_shows_the_password() {
+        let message =
+            ConfigError::RedisUrlScheme(redacted_scheme("http://user:secret@host")).to_string();
+        assert!(!message.contains("secret"), "{message}");
+    }
+}

@@ -1,0 +1,19 @@
+//! One node of actix-cluster-lab: an actix-web service whose sessions live in
+//! Redis, so that any node of the cluster can serve any request.
+//!
+//! Start with [`startup`] (how the pieces fit), then [`session_store`] (why
+//! a failing Redis gives a fast 503 instead of a hang) and [`shutdown`] (how a
+//! node leaves the cluster without dropping requests).
+
+pub mod configuration;
+pub mod errors;
+pub mod metrics;
+pub mod probe;
+pub mod redis_pool;
+pub mod routes;
+pub mod session_data;
+pub mod session_store;
+pub mod shutdown;
+pub mod startup;
+pub mod state;
+pub mod store_unavailable;

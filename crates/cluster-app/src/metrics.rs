@@ -1,0 +1,164 @@
+//! Prometheus metrics of one node, and the middleware that records requests.
+//!
+//! Every family carries the node id as a constant `node` label, so the
+//! metrics of several nodes can be scraped into one place and still be told
+//! apart. The `prometheus` crate does the bookkeeping and the text format.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+use crate::state::AppState;
+
+/// Request and Redis latencies on loopback are in the 0.1-1 ms range; the
+/// default Prometheus buckets start at 5 ms and would put everything in one.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    store_operations: IntCounterVec,
+    store_duration: HistogramVec,
+    corrupt_sessions: IntCounter,
+}
+
+/// How a session-store operation ended; the `outcome` label.
+#[derive(Clone, Copy, Debug)]
+pub enum StoreOutcome {
+    Ok,
+    Error,
+    Timeout,
+}
+
+impl StoreOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            StoreOutcome::Ok => "ok",
+            StoreOutcome::Error => "error",
+            StoreOutcome::Timeout => "timeout",
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new(node_id: &str) -> prometheus::Result<Metrics> {
+        let labels = [("node".to_string(), node_id.to_string())]
+            .into_iter()
+            .collect();
+        let registry = Registry::new_custom(None, Some(labels))?;
+
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route, method and status.",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time to answer an HTTP request.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let store_operations = IntCounterVec::new(
+            Opts::new(
+                "session_store_operations_total",
+                "Session-store operations, by operation and outcome (ok, error, timeout).",
+            ),
+            &["operation", "outcome"],
+        )?;
+        let store_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "session_store_operation_duration_seconds",
+                "Time of one session-store operation, timeouts included.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["operation"],
+        )?;
+        let corrupt_sessions = IntCounter::new(
+            "session_corrupt_total",
+            "Sessions whose stored state could not be read and was treated as no session.",
+        )?;
+
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(store_operations.clone()))?;
+        registry.register(Box::new(store_duration.clone()))?;
+        registry.register(Box::new(corrupt_sessions.clone()))?;
+
+        Ok(Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            store_operations,
+            store_duration,
+            corrupt_sessions,
+        })
+    }
+
+    pub fn observe_store_operation(
+        &self,
+        operation: &str,
+        outcome: StoreOutcome,
+        started: Instant,
+    ) {
+        self.store_operations
+            .with_label_values(&[operation, outcome.label()])
+            .inc();
+        self.store_duration
+            .with_label_values(&[operation])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn count_corrupt_session(&self) {
+        self.corrupt_sessions.inc();
+    }
+
+    /// All families in the Prometheus text format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        TextEncoder::new().encode_to_string(&self.registry.gather())
+    }
+}
+
+/// Middleware: counts each request and observes its latency.
+///
+/// The route label is the matched pattern (`/session/items/{key}`), never the
+/// raw path, so a client cannot grow the number of series at will.
+pub async fn record_request(
+    state: web::Data<AppState>,
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let result = next.call(req).await;
+    let status = match &result {
+        Ok(res) => res.status(),
+        Err(err) => err.as_response_error().status_code(),
+    };
+    let metrics = &state.metrics;
+    metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    result
+}

@@ -1,0 +1,60 @@
+//! `POST /login` and `POST /logout`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_session::Session;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::errors::ApiError;
+use crate::session_data::{self, LOGIN_AT, USER};
+use crate::state::AppState;
+
+const MAX_USER_CHARS: usize = 64;
+
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    user: String,
+}
+
+/// Logs `user` in under a new session id.
+///
+/// `renew()` makes actix-session delete the old Redis key and store the state
+/// under a fresh one: an id an attacker planted before login (session
+/// fixation) is worthless afterwards. State of an anonymous session (a cart)
+/// is kept; state of another user who was logged in is not.
+pub async fn login(
+    state: web::Data<AppState>,
+    session: Session,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user = body.into_inner().user;
+    let valid = !user.trim().is_empty()
+        && user.chars().count() <= MAX_USER_CHARS
+        && !user.chars().any(char::is_control);
+    if !valid {
+        return Err(ApiError::bad_request(
+            &state,
+            format!("user must be 1-{MAX_USER_CHARS} characters, not blank, no control characters"),
+        ));
+    }
+    let previous = session_data::user(&session, &state.metrics);
+    if previous.is_some_and(|previous| previous != user) {
+        session.clear();
+    }
+    session.renew();
+    let login_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    super::insert(&state, &session, USER, &user)?;
+    super::insert(&state, &session, LOGIN_AT, login_at)?;
+    Ok(HttpResponse::Ok()
+        .json(json!({ "node": state.node_id, "user": user, "login_at": login_at })))
+}
+
+/// Deletes the session from Redis and tells the browser to drop the cookie.
+pub async fn logout(state: web::Data<AppState>, session: Session) -> HttpResponse {
+    session.purge();
+    HttpResponse::Ok().json(json!({ "node": state.node_id, "logged_out": true }))
+}

@@ -1,0 +1,20 @@
+//! `GET /whoami`: what the session holds, read-only.
+
+use actix_session::Session;
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::session_data;
+use crate::state::AppState;
+
+/// Reads and never writes: the session is not marked changed, so
+/// actix-session at most refreshes its TTL.
+pub async fn whoami(state: web::Data<AppState>, session: Session) -> HttpResponse {
+    let metrics = &state.metrics;
+    HttpResponse::Ok().json(json!({
+        "node": state.node_id,
+        "user": session_data::user(&session, metrics),
+        "counter": session_data::counter(&session, metrics),
+        "items": session_data::items(&session, metrics),
+    }))
+}

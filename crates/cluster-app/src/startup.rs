@@ -1,0 +1,172 @@
+//! Wiring: settings in, a running HTTP server out.
+//!
+//! Used by `main` and nowhere else; the tests start the real binary. The
+//! middleware order is the part worth reading (outermost first):
+//!
+//! 1. `DefaultHeaders`: `X-Served-By` on every response, errors included.
+//! 2. [`metrics::record_request`]: counts the final status of every request.
+//! 3. `ErrorHandlers`: non-JSON error bodies (404, 405, ...) become JSON.
+//! 4. Probes (`/healthz`, `/readyz`, `/metrics`) are routed here, outside the
+//!    session layer. Everything else goes through:
+//! 5. [`store_unavailable`]: a session-store failure becomes a 503.
+//! 6. `SessionMiddleware` with [`BoundedRedisStore`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_session::config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy};
+use actix_session::SessionMiddleware;
+use actix_web::cookie::time::Duration as CookieDuration;
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::Server;
+use actix_web::middleware::{from_fn, DefaultHeaders, ErrorHandlers};
+use actix_web::{web, App, HttpServer};
+
+use crate::configuration::Settings;
+use crate::errors::{json_body_error, json_error_body, SERVED_BY};
+use crate::metrics::{self, Metrics};
+use crate::redis_pool;
+use crate::routes;
+use crate::session_store::BoundedRedisStore;
+use crate::shutdown::{drain_then_stop, DrainSwitch, ShutdownSignals};
+use crate::state::AppState;
+use crate::store_unavailable;
+
+/// Largest JSON body accepted; an item value is capped lower (4 KiB) by its
+/// handler, which then answers with a precise message.
+const JSON_BODY_LIMIT: usize = 64 * 1024;
+
+/// After the drain, how long in-flight requests get before the server stops
+/// anyway. Requests are bounded by the Redis timeout, so this is generous.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot set up the Redis pool: {0}")]
+    RedisPool(#[from] deadpool_redis::CreatePoolError),
+    #[error("cannot set up the session store: {0}")]
+    SessionStore(#[from] anyhow::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What the session cookie looks like; the same on every node.
+#[derive(Clone)]
+struct CookieSettings {
+    key: Key,
+    name: String,
+    secure: bool,
+    ttl: Duration,
+}
+
+pub struct Application {
+    server: Server,
+}
+
+impl Application {
+    /// Binds the listener and starts the workers; call
+    /// [`Application::run_until_stopped`] to serve.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let metrics = Metrics::new(&settings.node_id)?;
+        let pool = redis_pool::build(&settings.redis_url, settings.redis_timeout)?;
+        let store = BoundedRedisStore::new(
+            pool.clone(),
+            &settings.redis_key_prefix,
+            settings.redis_timeout,
+            metrics.clone(),
+        )
+        .await?;
+        let drain = DrainSwitch::default();
+        let state = web::Data::new(AppState {
+            node_id: settings.node_id.clone(),
+            redis: pool,
+            redis_timeout: settings.redis_timeout,
+            drain: drain.clone(),
+            metrics,
+        });
+        let cookie = CookieSettings {
+            key: settings.session_key.clone(),
+            name: settings.cookie_name.clone(),
+            secure: settings.cookie_secure,
+            ttl: settings.session_ttl,
+        };
+        let signals = ShutdownSignals::install().map_err(StartupError::Signals)?;
+
+        let node_id = settings.node_id.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(JSON_BODY_LIMIT)
+                        .error_handler(json_body_error),
+                )
+                .configure(routes::probes)
+                .service(
+                    web::scope("")
+                        .configure(routes::session_routes)
+                        .wrap(session_middleware(store.clone(), &cookie))
+                        .wrap(from_fn(store_unavailable::respond_503_on_store_failure)),
+                )
+                .wrap(ErrorHandlers::new().default_handler(json_error_body))
+                .wrap(from_fn(metrics::record_request))
+                .wrap(DefaultHeaders::new().add((SERVED_BY, node_id.as_str())))
+        })
+        .workers(settings.workers)
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .bind(settings.listen_addr)
+        .map_err(|source| StartupError::Bind {
+            addr: settings.listen_addr,
+            source,
+        })?
+        .run();
+
+        actix_web::rt::spawn(drain_then_stop(
+            signals,
+            drain,
+            settings.drain,
+            server.handle(),
+        ));
+        log::info!(
+            "node {} listening on {}",
+            settings.node_id,
+            settings.listen_addr
+        );
+        Ok(Application { server })
+    }
+
+    /// Serves until the drain after SIGTERM/SIGINT is over and in-flight
+    /// requests are done.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Encrypted (Private) cookie, HttpOnly, SameSite=Lax; the session lives
+/// `ttl` after its last use, in Redis and in the browser alike.
+fn session_middleware(
+    store: BoundedRedisStore,
+    cookie: &CookieSettings,
+) -> SessionMiddleware<BoundedRedisStore> {
+    let ttl = CookieDuration::seconds(i64::try_from(cookie.ttl.as_secs()).unwrap_or(i64::MAX));
+    SessionMiddleware::builder(store, cookie.key.clone())
+        .cookie_name(cookie.name.clone())
+        .cookie_secure(cookie.secure)
+        .cookie_http_only(true)
+        .cookie_same_site(SameSite::Lax)
+        .cookie_content_security(CookieContentSecurity::Private)
+        .session_lifecycle(
+            PersistentSession::default()
+                .session_ttl(ttl)
+                .session_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
+        )
+        .build()
+}

@@ -1,0 +1,17 @@
+//! What every handler and middleware of a node shares.
+
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use crate::shutdown::DrainSwitch;
+
+/// Shared by all workers (actix-web wraps it in `web::Data`, an `Arc`).
+pub struct AppState {
+    /// Sent back in `X-Served-By` and in every JSON body.
+    pub node_id: String,
+    /// Used by `/readyz` to PING Redis through the same pool the sessions use.
+    pub redis: deadpool_redis::Pool,
+    pub redis_timeout: Duration,
+    pub drain: DrainSwitch,
+    pub metrics: Metrics,
+}

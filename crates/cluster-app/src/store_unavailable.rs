@@ -1,0 +1,46 @@
+//! Middleware: a failing session store becomes a fast 503, not an opaque 500.
+//!
+//! actix-session's middleware answers any store failure with an `Err` that
+//! renders as an empty 500 (`InternalError` around the store's error). This
+//! middleware sits directly around it and turns exactly those errors into
+//! `503 {"node","error":"session store unavailable"}` with `Retry-After: 1`,
+//! which tells a client (or a load balancer) that trying again is right.
+//!
+//! It stays an `Err` on the way out: a middleware cannot build a response
+//! once the request has moved into the inner service (cloning the request
+//! beforehand breaks routing). [`ApiError`] renders it, `X-Served-By` included.
+
+use actix_session::storage::{SaveError, UpdateError};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::InternalError;
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::web;
+
+use crate::errors::ApiError;
+use crate::state::AppState;
+
+pub async fn respond_503_on_store_failure(
+    state: web::Data<AppState>,
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next.call(req).await.map_err(|err| {
+        if is_session_store_failure(&err) {
+            ApiError::store_unavailable(&state.node_id).into()
+        } else {
+            log::error!("request failed in the session layer: {err}");
+            ApiError::new(&state, StatusCode::INTERNAL_SERVER_ERROR, "internal error").into()
+        }
+    })
+}
+
+/// The error types actix-session 0.11 wraps store failures in: `load`,
+/// `update_ttl` and `delete` fail with `anyhow::Error`, `save` and `update`
+/// with their own types.
+fn is_session_store_failure(err: &actix_web::Error) -> bool {
+    err.as_error::<InternalError<anyhow::Error>>().is_some()
+        || err.as_error::<InternalError<SaveError>>().is_some()
+        || err.as_error::<InternalError<UpdateError>>().is_some()
+}
