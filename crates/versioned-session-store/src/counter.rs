@@ -1,0 +1,116 @@
+//! [`AtomicCounter`]: a per-session counter that concurrent requests cannot lose.
+//!
+//! A counter kept in the session state is read at the start of a request and written at the
+//! end, so concurrent increments conflict (the stock store loses them, the versioned store
+//! refuses all but one). Kept in its own Redis key and bumped with `INCR`, the increment
+//! happens inside Redis: a hundred concurrent requests make a hundred increments, and none
+//! of them touches the session state, so none can conflict.
+//!
+//! Handlers know the session's state, not its key, so the counter is named after a random
+//! id stored in the state once, usually at login: [`SESSION_ID_KEY`]. Its key is
+//! `prefix + "counter:" + id`, and every increment sets its TTL to the session TTL, so
+//! the counter lives as long as the session is used and expires like it; a logged-out
+//! session's counter is never read again (a new login gets a new id) and expires.
+
+use std::future::Future;
+use std::time::Duration;
+
+use actix_session::storage::generate_session_key;
+use actix_session::Session;
+use deadpool_redis::Pool;
+use thiserror::Error;
+
+/// The session-state key holding the id that names the session's counter.
+pub const SESSION_ID_KEY: &str = "sid";
+
+/// Why a counter operation failed; every variant means "Redis is not answering": 503.
+#[derive(Debug, Error)]
+pub enum CounterError {
+    #[error("no Redis connection: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("Redis failed: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Increments per-session counters in place, each call one Redis round trip.
+#[derive(Clone)]
+pub struct AtomicCounter {
+    pool: Pool,
+    key_prefix: String,
+    ttl: Duration,
+    timeout: Duration,
+}
+
+impl AtomicCounter {
+    /// Counters under `key_prefix + "counter:"`, kept for `ttl` after their last increment
+    /// (pass the session TTL); every call gives up after `timeout`.
+    pub fn new(
+        pool: Pool,
+        key_prefix: impl Into<String>,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> AtomicCounter {
+        AtomicCounter { pool, key_prefix: key_prefix.into(), ttl, timeout }
+    }
+
+    /// The Redis key of the counter named `session_id`.
+    pub fn redis_key(&self, session_id: &str) -> String {
+        format!("{}counter:{}", self.key_prefix, session_id)
+    }
+
+    /// Adds one to the counter and returns its new value (1 for a new counter).
+    pub async fn increment(&self, session_id: &str) -> Result<i64, CounterError> {
+        let key = self.redis_key(session_id);
+        let ttl_seconds = self.ttl.as_secs().max(1);
+        self.within_timeout(async {
+            let mut conn = self.pool.get().await?;
+            // MULTI/EXEC in one round trip: the key never exists without its TTL.
+            let (value,): (i64,) = redis::pipe()
+                .atomic()
+                .incr(&key, 1)
+                .expire(&key, ttl_seconds as i64)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok(value)
+        })
+        .await
+    }
+
+    /// The counter's value; 0 when it was never incremented or has expired.
+    pub async fn value(&self, session_id: &str) -> Result<i64, CounterError> {
+        let key = self.redis_key(session_id);
+        self.within_timeout(async {
+            let mut conn = self.pool.get().await?;
+            let value: Option<i64> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+            Ok(value.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn within_timeout<T>(
+        &self,
+        operation: impl Future<Output = Result<T, CounterError>>,
+    ) -> Result<T, CounterError> {
+        tokio::time::timeout(self.timeout, operation)
+            .await
+            .unwrap_or(Err(CounterError::Timeout(self.timeout)))
+    }
+}
+
+/// The session's counter id, created and inserted into the session on first use.
+///
+/// Inserting changes the session, so call it where the session is written anyway (login),
+/// or accept that the first atomic increment also writes the session once.
+pub fn ensure_session_id(session: &Session) -> Result<String, actix_web::Error> {
+    if let Some(id) = session.get::<String>(SESSION_ID_KEY)? {
+        return Ok(id);
+    }
+    // Same entropy as a session key (64 random alphanumerics), but a different value:
+    // the session key itself is the bearer secret and stays out of the state.
+    let id: String = generate_session_key().into();
+    session.insert(SESSION_ID_KEY, &id)?;
+    Ok(id)
+}
