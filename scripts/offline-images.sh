@@ -104,8 +104,8 @@ build_redis() {
 
 build_runtime() {
   local rootfs="$workdir/runtime"
-  # ca-certificates: nodes accept rediss:// URLs, which verify the server against them.
-  bootstrap "$rootfs" ca-certificates
+  # Like debian:bookworm-slim: glibc, libgcc, bash, passwd (useradd); no extra packages.
+  bootstrap "$rootfs" ""
   import_image "$rootfs" "$RUNTIME_STANDIN" 'CMD ["bash"]'
 }
 

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# End-to-end test of the Docker path, on the Docker engine of this machine:
+#   base images (the offline stand-ins when redis:7 / debian:bookworm-slim are not present)
+#   -> cargo build --release -> compose build (target runtime-prebuilt) -> up, wait healthy
+#   -> scripts/failover.sh -> down -v.
+# Its own compose project, image tag, secrets and free ports, so it neither touches nor
+# collides with a cluster you run yourself; everything it starts is removed on every exit
+# path (the cached base images stay). Without a Docker engine it prints one SKIP line.
+# Never pulls from a registry: a machine with registry access can `docker pull redis:7
+# debian:bookworm-slim` first and this script uses them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { echo "compose-e2e: $*"; }
+
+if ! docker info >/dev/null 2>&1; then
+  echo "SKIP compose e2e: no Docker engine"
+  exit 0
+fi
+
+if docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+else
+  if ! command -v docker-compose >/dev/null; then
+    say "installing docker-compose"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+  fi
+  compose=(docker-compose)
+fi
+
+timings=()
+stage_started=$SECONDS
+stage_done() {
+  timings+=(" $1 $((SECONDS - stage_started))")
+  stage_started=$SECONDS
+}
+
+# A free TCP port on 127.0.0.1, not one handed out earlier in this run.
+taken=" "
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 20000))
+    [[ $taken == *" $port "* ]] && continue
+    [ -z "$(ss -Hltn "sport = :$port")" ] && break
+  done
+  taken+="$port "
+  echo "$port"
+}
+
+random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
+
+# Everything compose reads is set here, so the caller's .env (if any) changes nothing that
+# matters; a docker-compose.override.yml is ignored too.
+export COMPOSE_PROJECT_NAME="clusterlab-e2e-$$-$RANDOM"
+export COMPOSE_FILE=docker-compose.yml
+export APP_IMAGE="actix-cluster-lab:$COMPOSE_PROJECT_NAME"
+export APP_TARGET=runtime-prebuilt
+export SESSION_KEY=$(random_hex 64)
+export LB_ADMIN_TOKEN=$(random_hex 32)
+export LB_PORT=$(free_port) LB_ADMIN_PORT=$(free_port)
+export NODE1_PORT=$(free_port) NODE2_PORT=$(free_port) NODE3_PORT=$(free_port)
+
+log=$(mktemp)
+project_up=no
+finish() {
+  local status=$?
+  if [ "$project_up" = yes ]; then
+    if [ "$status" -ne 0 ]; then
+      say "failed; the last lines of every container's log:"
+      "${compose[@]}" logs --no-color --tail 30 2>&1 || true
+    fi
+    say "removing project $COMPOSE_PROJECT_NAME (containers, network, volume, image)"
+    "${compose[@]}" down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+    stage_done "down"
+  fi
+  docker image rm -f "$APP_IMAGE" >/dev/null 2>&1 || true
+  rm -f "$log"
+  local IFS=,
+  if [ "$status" -eq 0 ]; then
+    say "PASS; seconds per stage: ${timings[*]}"
+  else
+    say "FAIL (exit $status)"
+  fi
+  exit "$status"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Runs a stage quietly; on failure shows its output and fails the test.
+quietly() {
+  if ! "$@" >"$log" 2>&1; then
+    tail -n 40 "$log"
+    say "failed: $*"
+    return 1
+  fi
+}
+
+if [ -n "${REDIS_IMAGE:-}" ] && [ -n "${RUNTIME_IMAGE:-}" ]; then
+  say "base images from the environment: $REDIS_IMAGE, $RUNTIME_IMAGE"
+elif docker image inspect redis:7 debian:bookworm-slim >/dev/null 2>&1; then
+  export REDIS_IMAGE=redis:7 RUNTIME_IMAGE=debian:bookworm-slim
+  say "base images: redis:7 and debian:bookworm-slim (present locally)"
+else
+  say "redis:7 / debian:bookworm-slim not present: offline stand-ins (scripts/offline-images.sh)"
+  eval "$(scripts/offline-images.sh)"
+  # APP_TARGET from offline-images.sh is runtime-prebuilt as well.
+fi
+stage_done "base-images"
+
+say "cargo build --release -p cluster-app -p cluster-lb"
+quietly env -u CARGO_TARGET_DIR cargo build --release -p cluster-app -p cluster-lb
+stage_done "cargo-build"
+
+say "compose build ($APP_TARGET on $RUNTIME_IMAGE, tagged $APP_IMAGE)"
+quietly "${compose[@]}" build
+stage_done "compose-build"
+
+say "compose up -d (project $COMPOSE_PROJECT_NAME; LB on 127.0.0.1:$LB_PORT, admin :$LB_ADMIN_PORT, nodes :$NODE1_PORT :$NODE2_PORT :$NODE3_PORT)"
+project_up=yes
+quietly "${compose[@]}" up -d
+healthy=no
+for _ in $(seq 120); do
+  statuses=$(docker inspect -f '{{.State.Health.Status}}' $("${compose[@]}" ps -q) | sort | uniq -c | tr -s ' \n' ' ')
+  if [ "$statuses" = " 5 healthy " ]; then
+    healthy=yes
+    break
+  fi
+  sleep 0.5
+done
+[ "$healthy" = yes ] || { say "not all 5 containers healthy after 60 s:$statuses"; exit 1; }
+say "all 5 containers healthy"
+stage_done "compose-up"
+
+scripts/failover.sh
+stage_done "failover"
