@@ -1,0 +1,89 @@
+//! The atomic counter: concurrent increments are all applied and none conflicts.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::cookie::Key;
+use common::{atomic_counter, log_in, pool, post, Gate, Node};
+use test_support::RedisServer;
+use tokio::task::JoinSet;
+use versioned_session_store::{AtomicCounter, CounterError, VersionedRedisStore};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_increments_make_sixty_four() {
+    let redis = RedisServer::start();
+    let pool = pool(&redis.url(), 16);
+    let counter = atomic_counter(pool.clone());
+
+    let mut increments = JoinSet::new();
+    for _ in 0..64 {
+        let counter = counter.clone();
+        increments.spawn(async move { counter.increment("sid-1").await.unwrap() });
+    }
+    let mut values = increments.join_all().await;
+    values.sort_unstable();
+
+    assert_eq!(values, (1..=64).collect::<Vec<i64>>(), "each increment saw its own value");
+    assert_eq!(counter.value("sid-1").await.unwrap(), 64);
+    assert_eq!(counter.value("sid-2").await.unwrap(), 0, "counters are per session");
+    let mut conn = pool.get().await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(counter.redis_key("sid-1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((50..=60).contains(&ttl), "the counter carries the session TTL, got {ttl}");
+}
+
+#[actix_web::test]
+async fn concurrent_atomic_increments_over_two_nodes_never_conflict() {
+    let redis = RedisServer::start();
+    let key = Key::generate();
+    let gate = Arc::new(Gate::default());
+    let nodes = [(); 2].map(|()| {
+        let store = VersionedRedisStore::new(pool(&redis.url(), 8), "session:");
+        Node::start(store, key.clone(), gate.clone(), atomic_counter(pool(&redis.url(), 8)))
+    });
+    let client = reqwest::Client::new();
+    let cookie = log_in(&client, &nodes[0]).await;
+
+    let mut requests = JoinSet::new();
+    for i in 0..64 {
+        let (client, cookie) = (client.clone(), cookie.clone());
+        let url = format!("{}/counter/incr-atomic", nodes[i % 2].base);
+        requests.spawn(async move {
+            let response = post(&client, url, &cookie).await;
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, body["counter"].as_i64())
+        });
+    }
+    let results = requests.join_all().await;
+
+    assert!(results.iter().all(|(status, _)| *status == 200), "{results:?}");
+    let highest = results.iter().filter_map(|(_, value)| *value).max();
+    assert_eq!(highest, Some(64));
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_dead_redis_fails_the_counter_fast() {
+    let mut redis = RedisServer::start();
+    let counter = AtomicCounter::new(
+        pool(&redis.url(), 2),
+        "session:",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+    );
+    redis.kill();
+
+    let started = Instant::now();
+    let err = counter.increment("sid-1").await.unwrap_err();
+
+    assert!(matches!(err, CounterError::Pool(_) | CounterError::Redis(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+}
