@@ -1,0 +1,106 @@
+//! Redis trouble: fail fast while it lasts, recover fast when it ends.
+//!
+//! The node's operation timeout is 500 ms (the default); the contract is a
+//! 503 within timeout + 100 ms, and 200 again within 1 s of Redis being back,
+//! without restarting the node.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::{Browser, Node};
+use serde_json::json;
+use test_support::{wait_for, RedisServer};
+
+const BOUND: Duration = Duration::from_millis(500 + 100);
+
+#[test]
+fn redis_killed_gives_a_fast_503_and_redis_back_gives_200_within_a_second() {
+    let mut redis = RedisServer::start_with_aof();
+    let node = Node::start("a", &redis.url());
+    let mut browser = Browser::new();
+    browser.login(&node, "alice");
+    assert_eq!(browser.get(&node, "/whoami").status, 200); // warm keep-alive connection
+
+    redis.kill();
+    for (method, path) in [
+        ("GET", "/whoami"),
+        ("POST", "/counter/incr"),
+        ("GET", "/session/items"),
+    ] {
+        let reply = match method {
+            "GET" => browser.get(&node, path),
+            _ => browser.post(&node, path),
+        };
+        assert_eq!(reply.status, 503, "{method} {path}: {}", reply.text);
+        assert_eq!(
+            reply.body,
+            json!({"node": "a", "error": "session store unavailable"})
+        );
+        assert_eq!(reply.header("retry-after"), Some("1"));
+        assert_eq!(reply.header("x-served-by"), Some("a"));
+        assert!(
+            reply.elapsed < BOUND,
+            "{method} {path} took {:?}",
+            reply.elapsed
+        );
+    }
+    let ready = browser.get(&node, "/readyz");
+    assert_eq!(
+        (ready.status, &ready.body),
+        (503, &json!({"node": "a", "status": "redis unavailable"}))
+    );
+    assert!(ready.elapsed < BOUND, "/readyz took {:?}", ready.elapsed);
+    assert_eq!(
+        browser.get(&node, "/healthz").status,
+        200,
+        "liveness does not depend on Redis"
+    );
+
+    redis.restart();
+    let back = Instant::now();
+    let recovered = wait_for(Duration::from_secs(1), || {
+        let reply = browser.get(&node, "/whoami");
+        (reply.status == 200).then_some(reply)
+    });
+    let reply = recovered.unwrap_or_else(|| panic!("no 200 within 1 s of Redis being back"));
+    assert_eq!(
+        reply.body["user"], "alice",
+        "the session survives (Redis keeps it on disk)"
+    );
+    assert_eq!(reply.body["counter"], 0);
+    assert!(back.elapsed() < Duration::from_secs(1));
+    assert_eq!(browser.post(&node, "/counter/incr").body["counter"], 1);
+    assert_eq!(browser.get(&node, "/readyz").status, 200);
+}
+
+/// A Redis that accepts connections and never answers (a paused server, a
+/// dropped route) is the case where the stock store hangs for minutes.
+#[test]
+fn a_redis_that_never_answers_gives_503_within_the_timeout() {
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("redis://{}", silent.local_addr().expect("addr"));
+    // Accepted connections are kept open and never read, so nothing hangs up.
+    let accepted =
+        std::thread::spawn(move || silent.incoming().take(64).flatten().collect::<Vec<_>>());
+    let node = Node::start("a", &url);
+    let redis = RedisServer::start();
+    // A cookie the node can decrypt, made by a node of the same key on a live Redis.
+    let mut browser = Browser::new();
+    browser.login(&Node::start("helper", &redis.url()), "alice");
+
+    for path in ["/whoami", "/readyz", "/whoami"] {
+        let reply = browser.get(&node, path);
+        assert_eq!(reply.status, 503, "{path}: {}", reply.text);
+        assert_eq!(reply.header("x-served-by"), Some("a"));
+        assert!(
+            reply.elapsed >= Duration::from_millis(450),
+            "{path} answered before the timeout: {:?}",
+            reply.elapsed
+        );
+        assert!(reply.elapsed < BOUND, "{path} took {:?}", reply.elapsed);
+    }
+    drop(node);
+    drop(accepted);
+}
