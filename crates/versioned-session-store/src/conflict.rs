@@ -82,7 +82,10 @@ mod tests {
         for reason in [ConflictReason::Stale, ConflictReason::Gone] {
             let err = UpdateError::Other(SessionConflict { reason }.into());
             assert_eq!(conflict_in_update(&err), Some(&SessionConflict { reason }));
-            assert_eq!(conflict_in(&as_middleware_error(err)), Some(SessionConflict { reason }));
+            assert_eq!(
+                conflict_in(&as_middleware_error(err)),
+                Some(SessionConflict { reason })
+            );
         }
     }
 

@@ -52,7 +52,12 @@ impl AtomicCounter {
         ttl: Duration,
         timeout: Duration,
     ) -> AtomicCounter {
-        AtomicCounter { pool, key_prefix: key_prefix.into(), ttl, timeout }
+        AtomicCounter {
+            pool,
+            key_prefix: key_prefix.into(),
+            ttl,
+            timeout,
+        }
     }
 
     /// The Redis key of the counter named `session_id`.

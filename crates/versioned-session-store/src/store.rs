@@ -101,8 +101,8 @@ impl SessionStore for VersionedRedisStore {
     ) -> Result<SessionKey, SaveError> {
         // After `renew()` the state still carries the old session's version: the new
         // session starts again at 1.
-        let json =
-            state::encode(&mut session_state).map_err(|err| SaveError::Serialization(err.into()))?;
+        let json = state::encode(&mut session_state)
+            .map_err(|err| SaveError::Serialization(err.into()))?;
         let session_key = generate_session_key();
         let mut conn = self.connection().await.map_err(SaveError::Other)?;
         let created: i64 = self
@@ -128,8 +128,8 @@ impl SessionStore for VersionedRedisStore {
         mut session_state: HashMap<String, String>,
         ttl: &Duration,
     ) -> Result<SessionKey, UpdateError> {
-        let expected =
-            state::take_version(&mut session_state).map_err(|err| UpdateError::Other(err.into()))?;
+        let expected = state::take_version(&mut session_state)
+            .map_err(|err| UpdateError::Other(err.into()))?;
         let json = state::encode(&mut session_state)
             .map_err(|err| UpdateError::Serialization(err.into()))?;
         let mut conn = self.connection().await.map_err(UpdateError::Other)?;

@@ -25,16 +25,27 @@ async fn sixty_four_concurrent_increments_make_sixty_four() {
     let mut values = increments.join_all().await;
     values.sort_unstable();
 
-    assert_eq!(values, (1..=64).collect::<Vec<i64>>(), "each increment saw its own value");
+    assert_eq!(
+        values,
+        (1..=64).collect::<Vec<i64>>(),
+        "each increment saw its own value"
+    );
     assert_eq!(counter.value("sid-1").await.unwrap(), 64);
-    assert_eq!(counter.value("sid-2").await.unwrap(), 0, "counters are per session");
+    assert_eq!(
+        counter.value("sid-2").await.unwrap(),
+        0,
+        "counters are per session"
+    );
     let mut conn = pool.get().await.unwrap();
     let ttl: i64 = redis::cmd("TTL")
         .arg(counter.redis_key("sid-1"))
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!((50..=60).contains(&ttl), "the counter carries the session TTL, got {ttl}");
+    assert!(
+        (50..=60).contains(&ttl),
+        "the counter carries the session TTL, got {ttl}"
+    );
 }
 
 #[actix_web::test]
@@ -44,7 +55,12 @@ async fn concurrent_atomic_increments_over_two_nodes_never_conflict() {
     let gate = Arc::new(Gate::default());
     let nodes = [(); 2].map(|()| {
         let store = VersionedRedisStore::new(pool(&redis.url(), 8), "session:");
-        Node::start(store, key.clone(), gate.clone(), atomic_counter(pool(&redis.url(), 8)))
+        Node::start(
+            store,
+            key.clone(),
+            gate.clone(),
+            atomic_counter(pool(&redis.url(), 8)),
+        )
     });
     let client = reqwest::Client::new();
     let cookie = log_in(&client, &nodes[0]).await;
@@ -62,7 +78,10 @@ async fn concurrent_atomic_increments_over_two_nodes_never_conflict() {
     }
     let results = requests.join_all().await;
 
-    assert!(results.iter().all(|(status, _)| *status == 200), "{results:?}");
+    assert!(
+        results.iter().all(|(status, _)| *status == 200),
+        "{results:?}"
+    );
     let highest = results.iter().filter_map(|(_, value)| *value).max();
     assert_eq!(highest, Some(64));
     for node in nodes {
@@ -84,6 +103,13 @@ async fn a_dead_redis_fails_the_counter_fast() {
     let started = Instant::now();
     let err = counter.increment("sid-1").await.unwrap_err();
 
-    assert!(matches!(err, CounterError::Pool(_) | CounterError::Redis(_)), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(
+        matches!(err, CounterError::Pool(_) | CounterError::Redis(_)),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
 }

@@ -23,7 +23,12 @@ where
     let key = Key::generate();
     let gate = Arc::new(Gate::default());
     stores.map(|store| {
-        Node::start(store, key.clone(), gate.clone(), atomic_counter(pool(&redis.url(), 4)))
+        Node::start(
+            store,
+            key.clone(),
+            gate.clone(),
+            atomic_counter(pool(&redis.url(), 4)),
+        )
     })
 }
 
@@ -77,9 +82,19 @@ async fn versioned_store_applies_every_acknowledged_increment_and_refuses_the_re
         "versioned store, {INCREMENTS} concurrent increments over 2 nodes: \
          acknowledged {acknowledged}, conflicts {conflicts}, applied {applied}"
     );
-    assert_eq!(acknowledged + conflicts, INCREMENTS, "only 200 or 409: {statuses:?}");
-    assert_eq!(applied, acknowledged, "every acknowledged increment is applied");
-    assert!(conflicts > 0, "the increments overlapped, so some must have been refused");
+    assert_eq!(
+        acknowledged + conflicts,
+        INCREMENTS,
+        "only 200 or 409: {statuses:?}"
+    );
+    assert_eq!(
+        applied, acknowledged,
+        "every acknowledged increment is applied"
+    );
+    assert!(
+        conflicts > 0,
+        "the increments overlapped, so some must have been refused"
+    );
 
     // The client's side of the bargain: retry on 409 and nothing is lost.
     let retries = increments_with_retry(&nodes, &cookie, INCREMENTS).await;
@@ -100,8 +115,12 @@ async fn versioned_store_applies_every_acknowledged_increment_and_refuses_the_re
 async fn stock_store_acknowledges_every_increment_and_loses_some() {
     let redis = RedisServer::start();
     let stores = [
-        RedisSessionStore::new_pooled(pool(&redis.url(), 16)).await.expect("stock store"),
-        RedisSessionStore::new_pooled(pool(&redis.url(), 16)).await.expect("stock store"),
+        RedisSessionStore::new_pooled(pool(&redis.url(), 16))
+            .await
+            .expect("stock store"),
+        RedisSessionStore::new_pooled(pool(&redis.url(), 16))
+            .await
+            .expect("stock store"),
     ];
     let nodes = two_nodes(&redis, stores);
     let client = reqwest::Client::new();
@@ -115,8 +134,14 @@ async fn stock_store_acknowledges_every_increment_and_loses_some() {
          acknowledged {acknowledged}, applied {applied}, lost {}",
         acknowledged - applied
     );
-    assert_eq!(acknowledged, INCREMENTS, "the stock store acknowledges everything");
-    assert!(applied < acknowledged, "last writer wins: acknowledged increments are lost");
+    assert_eq!(
+        acknowledged, INCREMENTS,
+        "the stock store acknowledges everything"
+    );
+    assert!(
+        applied < acknowledged,
+        "last writer wins: acknowledged increments are lost"
+    );
 
     for node in nodes {
         node.stop().await;

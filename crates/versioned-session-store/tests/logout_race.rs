@@ -31,7 +31,12 @@ where
     let key = Key::generate();
     let gate = Arc::new(Gate::default());
     let [a, b] = stores.map(|store| {
-        Node::start(store, key.clone(), gate.clone(), atomic_counter(pool(&redis.url(), 2)))
+        Node::start(
+            store,
+            key.clone(),
+            gate.clone(),
+            atomic_counter(pool(&redis.url(), 2)),
+        )
     });
     let inspect = pool(&redis.url(), 1);
     let client = reqwest::Client::new();
@@ -43,7 +48,12 @@ where
         async move { post(&client, url, &cookie).await }
     });
     gate.wait_until_reached().await;
-    assert_eq!(post(&client, format!("{}/logout", b.base), &cookie).await.status(), 200);
+    assert_eq!(
+        post(&client, format!("{}/logout", b.base), &cookie)
+            .await
+            .status(),
+        200
+    );
     let keys_after_logout = key_count(&inspect).await;
     gate.release();
 
@@ -57,7 +67,13 @@ where
     };
     a.stop().await;
     b.stop().await;
-    Aftermath { status, new_cookie, keys_after_logout, keys_after_write, user_behind_new_cookie }
+    Aftermath {
+        status,
+        new_cookie,
+        keys_after_logout,
+        keys_after_write,
+        user_behind_new_cookie,
+    }
 }
 
 #[actix_web::test]
@@ -77,16 +93,26 @@ async fn versioned_store_refuses_the_write_and_the_session_stays_logged_out() {
 async fn stock_store_undoes_the_logout() {
     let redis = RedisServer::start();
     let stores = [
-        RedisSessionStore::new_pooled(pool(&redis.url(), 4)).await.expect("stock store"),
-        RedisSessionStore::new_pooled(pool(&redis.url(), 4)).await.expect("stock store"),
+        RedisSessionStore::new_pooled(pool(&redis.url(), 4))
+            .await
+            .expect("stock store"),
+        RedisSessionStore::new_pooled(pool(&redis.url(), 4))
+            .await
+            .expect("stock store"),
     ];
 
     let aftermath = logout_during_write(&redis, stores).await;
 
     assert_eq!(aftermath.keys_after_logout, 0);
-    assert_eq!(aftermath.status, 200, "the stock store acknowledges the write");
+    assert_eq!(
+        aftermath.status, 200,
+        "the stock store acknowledges the write"
+    );
     assert!(aftermath.new_cookie.is_some(), "…under a new session key");
-    assert_eq!(aftermath.keys_after_write, 1, "the session is back in Redis");
+    assert_eq!(
+        aftermath.keys_after_write, 1,
+        "the session is back in Redis"
+    );
     assert_eq!(
         aftermath.user_behind_new_cookie.as_deref(),
         Some("alice"),

@@ -16,7 +16,10 @@ use versioned_session_store::{
 const TTL: Duration = Duration::minutes(5);
 
 fn state(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 async fn setup() -> (RedisServer, Pool, VersionedRedisStore) {
@@ -28,12 +31,17 @@ async fn setup() -> (RedisServer, Pool, VersionedRedisStore) {
 
 /// A second handle on the same key, as another request would have.
 fn same_key(key: &SessionKey) -> SessionKey {
-    key.as_ref().to_string().try_into().expect("valid session key")
+    key.as_ref()
+        .to_string()
+        .try_into()
+        .expect("valid session key")
 }
 
 fn conflict_reason(result: Result<SessionKey, UpdateError>) -> ConflictReason {
     let err = result.expect_err("the update must be refused");
-    conflict_in_update(&err).expect("refused as a conflict").reason
+    conflict_in_update(&err)
+        .expect("refused as a conflict")
+        .reason
 }
 
 #[tokio::test]
@@ -46,7 +54,10 @@ async fn an_update_from_a_stale_read_is_refused_and_writes_nothing() {
 
     let mut first_write = first_read;
     first_write.insert("counter".into(), "1".into());
-    store.update(same_key(&key), first_write, &TTL).await.expect("the first write wins");
+    store
+        .update(same_key(&key), first_write, &TTL)
+        .await
+        .expect("the first write wins");
 
     let mut second_write = second_read;
     second_write.insert("counter".into(), "5".into());
@@ -61,7 +72,10 @@ async fn an_update_from_a_stale_read_is_refused_and_writes_nothing() {
 #[tokio::test]
 async fn an_update_after_delete_is_refused_and_recreates_nothing() {
     let (_redis, pool, store) = setup().await;
-    let key = store.save(state(&[("user", "\"alice\"")]), &TTL).await.unwrap();
+    let key = store
+        .save(state(&[("user", "\"alice\"")]), &TTL)
+        .await
+        .unwrap();
     let read_before_logout = store.load(&key).await.unwrap().unwrap();
 
     store.delete(&key).await.unwrap();
@@ -76,7 +90,10 @@ async fn an_update_after_delete_is_refused_and_recreates_nothing() {
 async fn save_starts_every_session_at_version_1_and_keeps_the_version_out_of_the_state() {
     let (_redis, pool, store) = setup().await;
     // After renew() the middleware saves the old state, old version included.
-    let key = store.save(state(&[("user", "\"alice\""), (VERSION_KEY, "9")]), &TTL).await.unwrap();
+    let key = store
+        .save(state(&[("user", "\"alice\""), (VERSION_KEY, "9")]), &TTL)
+        .await
+        .unwrap();
 
     assert_eq!(store.load(&key).await.unwrap().unwrap()[VERSION_KEY], "1");
     let mut conn = pool.get().await.unwrap();
@@ -92,15 +109,26 @@ async fn save_starts_every_session_at_version_1_and_keeps_the_version_out_of_the
 #[tokio::test]
 async fn an_update_without_version_is_refused_as_a_bug_not_a_conflict() {
     let (_redis, _pool, store) = setup().await;
-    let key = store.save(state(&[("user", "\"alice\"")]), &TTL).await.unwrap();
+    let key = store
+        .save(state(&[("user", "\"alice\"")]), &TTL)
+        .await
+        .unwrap();
 
     // What Session::clear() followed by an insert hands to update.
-    let err = store.update(same_key(&key), state(&[("x", "1")]), &TTL).await.unwrap_err();
+    let err = store
+        .update(same_key(&key), state(&[("x", "1")]), &TTL)
+        .await
+        .unwrap_err();
 
     assert!(conflict_in_update(&err).is_none());
-    let UpdateError::Other(cause) = err else { panic!("expected UpdateError::Other") };
+    let UpdateError::Other(cause) = err else {
+        panic!("expected UpdateError::Other")
+    };
     assert!(cause.downcast_ref::<UnversionedState>().is_some());
-    assert_eq!(store.load(&key).await.unwrap().unwrap()["user"], "\"alice\"");
+    assert_eq!(
+        store.load(&key).await.unwrap().unwrap()["user"],
+        "\"alice\""
+    );
 }
 
 #[tokio::test]

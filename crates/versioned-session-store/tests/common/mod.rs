@@ -22,13 +22,18 @@ use versioned_session_store::{conflict_in, ensure_session_id, AtomicCounter};
 pub fn pool(url: &str, size: usize) -> Pool {
     let mut config = deadpool_redis::Config::from_url(url);
     config.pool = Some(PoolConfig::new(size));
-    config.create_pool(Some(Runtime::Tokio1)).expect("pool configuration is valid")
+    config
+        .create_pool(Some(Runtime::Tokio1))
+        .expect("pool configuration is valid")
 }
 
 /// Number of keys in the test's Redis.
 pub async fn key_count(pool: &Pool) -> i64 {
     let mut conn = pool.get().await.expect("connection to the test redis");
-    redis::cmd("DBSIZE").query_async(&mut conn).await.expect("DBSIZE")
+    redis::cmd("DBSIZE")
+        .query_async(&mut conn)
+        .await
+        .expect("DBSIZE")
 }
 
 /// Holds `POST /counter/incr-held` between reading the session and answering, so a test
@@ -100,7 +105,10 @@ impl Node {
         .run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
-        Node { base: format!("http://127.0.0.1:{port}"), handle }
+        Node {
+            base: format!("http://127.0.0.1:{port}"),
+            handle,
+        }
     }
 
     pub async fn stop(self) {
@@ -132,7 +140,10 @@ async fn increment(session: Session) -> actix_web::Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(json!({ "counter": counter })))
 }
 
-async fn increment_held(session: Session, gate: web::Data<Gate>) -> actix_web::Result<HttpResponse> {
+async fn increment_held(
+    session: Session,
+    gate: web::Data<Gate>,
+) -> actix_web::Result<HttpResponse> {
     let counter = session.get::<i64>("counter")?.unwrap_or(0) + 1;
     gate.reached.notify_one();
     gate.release.notified().await;
@@ -154,7 +165,12 @@ async fn increment_atomic(
 
 /// A counter with the settings the tests use.
 pub fn atomic_counter(pool: Pool) -> AtomicCounter {
-    AtomicCounter::new(pool, "session:", Duration::from_secs(60), Duration::from_millis(500))
+    AtomicCounter::new(
+        pool,
+        "session:",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+    )
 }
 
 #[derive(Deserialize)]
@@ -165,7 +181,11 @@ pub struct CounterBody {
 
 /// The `name=value` part of the response's session cookie, if it set one.
 pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
-    let header = response.headers().get(reqwest::header::SET_COOKIE)?.to_str().ok()?;
+    let header = response
+        .headers()
+        .get(reqwest::header::SET_COOKIE)?
+        .to_str()
+        .ok()?;
     let pair = header.split(';').next()?.to_string();
     // A removal cookie (logout) has an empty value.
     (!pair.ends_with('=')).then_some(pair)
