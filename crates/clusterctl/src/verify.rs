@@ -77,6 +77,11 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
             }
         }
     }
+    let any_failed = results.iter().any(|r| r.status == scenarios::Status::Failed);
+    if any_failed {
+        cluster.keep_logs();
+    }
+    let log_dir = cluster.log_dir().to_path_buf();
     drop(cluster);
 
     let scale = if options.scale.is_empty() {
@@ -99,6 +104,9 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
     };
     let report = Report { passed: report.failed().count() == 0, ..report };
     print_table(&report);
+    if any_failed {
+        println!("logs of every process kept in {}", log_dir.display());
+    }
     if let Some(path) = &options.report {
         report.write_json(path)?;
         println!("report: {}", path.display());

@@ -9,11 +9,13 @@ use serde::Deserialize;
 use super::child::{ChildSpec, Supervised};
 use super::wait::wait_until;
 
-/// Active health checks the harness asks for: a check every 200 ms, two
-/// failures to take a node out, two successes to bring it back. Faster than
-/// the LB's defaults so that a failover shows up within a second.
-const HEALTH_INTERVAL_MS: u64 = 200;
-const HEALTH_FALL: u32 = 2;
+/// Active health checks the harness asks for: a check every 250 ms (which is
+/// also the check's timeout), three failures to take a node out, two
+/// successes to bring it back. Faster than the LB's defaults so that a
+/// returning node gets traffic within a second; three failures rather than two
+/// so that a busy machine's hiccup does not take healthy nodes out.
+const HEALTH_INTERVAL_MS: u64 = 250;
+const HEALTH_FALL: u32 = 3;
 const HEALTH_RISE: u32 = 2;
 
 pub struct Lb {

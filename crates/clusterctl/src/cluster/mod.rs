@@ -74,7 +74,7 @@ impl Cluster {
             redis_url: redis.url(),
             session_key: random_hex(64)?,
             drain_ms: 300,
-            redis_timeout_ms: 300,
+            redis_timeout_ms: 500,
             workers: 1,
         };
 
@@ -127,6 +127,11 @@ impl Cluster {
 
     pub fn log_dir(&self) -> &Path {
         self.workdir.path()
+    }
+
+    /// Keeps the work directory (every process's log) after the cluster stops.
+    pub fn keep_logs(&mut self) {
+        self.workdir.disable_cleanup(true);
     }
 
     /// Starts a node that is not behind the LB (scenarios add it themselves

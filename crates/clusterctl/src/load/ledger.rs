@@ -127,6 +127,8 @@ pub struct LoadSummary {
     pub latency: Vec<PhaseLatency>,
     /// Successful responses per `X-Served-By`.
     pub served_by: BTreeMap<String, u64>,
+    /// Failures by kind and origin, e.g. `"503 from node2"`, `"transport"`.
+    pub failures: BTreeMap<String, u64>,
     pub marks: Vec<Mark>,
     pub timeline: Vec<Bucket>,
 }
@@ -146,6 +148,7 @@ pub struct Ledger {
     timeline: Vec<Bucket>,
     /// Per node: when (since start) each of its successful responses arrived.
     served: BTreeMap<String, Vec<Duration>>,
+    failures: BTreeMap<String, u64>,
     marks: Vec<Mark>,
 }
 
@@ -165,6 +168,7 @@ impl Ledger {
             latency: [histogram(), histogram(), histogram()],
             timeline: Vec::new(),
             served: BTreeMap::new(),
+            failures: BTreeMap::new(),
             marks: Vec::new(),
         }
     }
@@ -197,6 +201,12 @@ impl Ledger {
             }
         } else {
             bucket.failed += 1;
+            let origin = served_by.unwrap_or("the LB");
+            let label = match outcome {
+                Outcome::FailedStatus(status) => format!("{status} from {origin}"),
+                _ => "transport".to_string(),
+            };
+            *self.failures.entry(label).or_default() += 1;
         }
     }
 
@@ -259,6 +269,7 @@ impl Ledger {
             writes: self.writes,
             latency,
             served_by: self.served.iter().map(|(node, times)| (node.clone(), times.len() as u64)).collect(),
+            failures: self.failures.clone(),
             marks: self.marks.clone(),
             timeline: self.timeline.clone(),
         }
@@ -330,6 +341,7 @@ mod tests {
         assert_eq!(summary.total.failed_status, 40);
         assert_eq!(summary.total.ok, 160);
         assert_eq!(summary.served_by.get("node2"), Some(&160));
+        assert_eq!(summary.failures.get("503 from the LB"), Some(&40));
         // Finishing the open ones later moves them out of in_flight, once each.
         for ticket in open {
             ledger.finish(ticket, Outcome::FailedTransport, None, ms(400));

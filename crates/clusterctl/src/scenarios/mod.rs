@@ -34,8 +34,8 @@ pub struct Pace {
 
 impl Pace {
     /// `--quick`: enough requests to see a failure, done in seconds.
-    pub const QUICK: Pace = Pace { rate: 150, steady: Duration::from_millis(1500) };
-    pub const FULL: Pace = Pace { rate: 400, steady: Duration::from_secs(5) };
+    pub const QUICK: Pace = Pace { rate: 60, steady: Duration::from_millis(1500) };
+    pub const FULL: Pace = Pace { rate: 300, steady: Duration::from_secs(5) };
 }
 
 /// What every scenario gets: the cluster, the pace, a place to say what it does.
@@ -184,6 +184,15 @@ where
     };
     progress.end(name, result.status, &result.summary);
     (result, figures)
+}
+
+/// Where the failures of a load run came from, as a note (none: no note).
+pub fn failure_notes(load: &crate::load::LoadSummary) -> Vec<String> {
+    if load.failures.is_empty() {
+        return Vec::new();
+    }
+    let parts: Vec<String> = load.failures.iter().map(|(what, n)| format!("{n} x {what}")).collect();
+    vec![format!("failures: {}", parts.join(", "))]
 }
 
 /// Milliseconds with one decimal, for summaries.

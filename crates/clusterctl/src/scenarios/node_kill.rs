@@ -116,6 +116,7 @@ pub async fn run(ctx: &mut Context<'_>, victim_index: usize) -> anyhow::Result<O
         p(Phase::During),
         p(Phase::After),
     );
+    let notes = super::failure_notes(&summary);
     Ok(Outcome {
         figures: Figures {
             victim,
@@ -131,6 +132,6 @@ pub async fn run(ctx: &mut Context<'_>, victim_index: usize) -> anyhow::Result<O
         },
         summary: headline,
         checks,
-        notes: Vec::new(),
+        notes,
     })
 }

@@ -127,9 +127,11 @@ async fn partition(
             sent_through_lb: summary.total.sent,
         },
         checks,
-        notes: vec![
-            "requests the LB sent to the node before taking it out get its 503 (with Retry-After: 1)".into(),
-        ],
+        notes: [
+            vec!["requests the LB sent to the node before taking it out get its 503 (with Retry-After: 1)".into()],
+            super::failure_notes(&summary),
+        ]
+        .concat(),
     })
 }
 

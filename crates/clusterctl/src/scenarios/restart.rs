@@ -76,6 +76,6 @@ pub async fn run(ctx: &mut Context<'_>, node_index: usize) -> anyhow::Result<Out
             sent: summary.total.sent,
         },
         checks,
-        notes: Vec::new(),
+        notes: super::failure_notes(&summary),
     })
 }

@@ -95,6 +95,6 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
         summary: format!("{} nodes restarted, {failed} failed of {} requests", restarts.len(), summary.total.sent),
         figures: Figures { nodes: restarts, sent: summary.total.sent, failed, in_flight_at_end: summary.total.in_flight },
         checks,
-        notes: Vec::new(),
+        notes: super::failure_notes(&summary),
     })
 }
