@@ -1,0 +1,180 @@
+//! The admin API, on its own listener so it is never exposed by accident with the proxy port.
+//!
+//! * `GET /healthz` — 200 while the balancer runs.
+//! * `GET /backends` — every backend with its state and counters.
+//! * `POST /backends` `{"address":"host:port"}` — add one (201).
+//! * `DELETE /backends/{id}` — remove one; its in-flight requests finish.
+//! * `POST /backends/{id}/drain` — no new requests; in-flight ones finish.
+//! * `POST /backends/{id}/enable` — undo a drain.
+//! * `GET /metrics` — Prometheus text.
+//!
+//! Mutating calls need `Authorization: Bearer <token>` when a token is configured (and start-up
+//! refuses a non-loopback admin address without one). A backend's id is its address as given.
+
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::backend::{Backend, BackendAddress};
+use crate::backend_set::{BackendSet, ChangeError};
+use crate::body::{self, ProxyBody};
+use crate::health::HealthChecker;
+use crate::metrics::Metrics;
+
+/// Admin request bodies are tiny; anything bigger is a mistake.
+const MAX_ADMIN_BODY: usize = 16 * 1024;
+
+pub struct Admin {
+    backends: Arc<BackendSet>,
+    checker: HealthChecker,
+    metrics: Arc<Metrics>,
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NewBackend {
+    address: String,
+}
+
+impl Admin {
+    pub fn new(
+        backends: Arc<BackendSet>,
+        checker: HealthChecker,
+        metrics: Arc<Metrics>,
+        token: Option<String>,
+    ) -> Admin {
+        Admin {
+            backends,
+            checker,
+            metrics,
+            token,
+        }
+    }
+
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        if method != Method::GET && !self.authorized(&request) {
+            let mut response =
+                body::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["healthz"]) => body::json(StatusCode::OK, &json!({ "status": "ok" })),
+            (&Method::GET, ["metrics"]) => {
+                let mut response = Response::new(body::full(self.metrics.render()));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+            }
+            (&Method::GET, ["backends"]) => {
+                let list: Vec<Value> = self
+                    .backends
+                    .snapshot()
+                    .iter()
+                    .map(|b| describe(b))
+                    .collect();
+                body::json(StatusCode::OK, &json!({ "backends": list }))
+            }
+            (&Method::POST, ["backends"]) => self.add(request).await,
+            (&Method::DELETE, ["backends", id]) => match self.backends.remove(id) {
+                Ok(removed) => {
+                    log::info!("admin: removed backend {id}");
+                    body::json(StatusCode::OK, &json!({ "removed": describe(&removed) }))
+                }
+                Err(e) => change_error(e),
+            },
+            (&Method::POST, ["backends", id, action @ ("drain" | "enable")]) => {
+                match self.backends.find(id) {
+                    Some(backend) => {
+                        backend.set_draining(*action == "drain");
+                        log::info!("admin: {action} backend {id}");
+                        body::json(StatusCode::OK, &describe(&backend))
+                    }
+                    None => change_error(ChangeError::NotFound(id.to_string())),
+                }
+            }
+            _ => body::error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+        }
+    }
+
+    async fn add(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let bytes = match Limited::new(request.into_body(), MAX_ADMIN_BODY)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => return body::error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        };
+        let new: NewBackend = match serde_json::from_slice(&bytes) {
+            Ok(new) => new,
+            Err(e) => {
+                return body::error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{\"address\":\"host:port\"}}: {e}"),
+                )
+            }
+        };
+        let address = match BackendAddress::parse(&new.address) {
+            Ok(address) => address,
+            Err(e) => return body::error(StatusCode::BAD_REQUEST, &e),
+        };
+        match self.backends.add(address) {
+            Ok(backend) => {
+                self.checker.watch(&backend);
+                log::info!("admin: added backend {}", backend.id());
+                body::json(StatusCode::CREATED, &describe(&backend))
+            }
+            Err(e) => change_error(e),
+        }
+    }
+
+    fn authorized(&self, request: &Request<Incoming>) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(presented.as_bytes(), expected.as_bytes())
+    }
+}
+
+fn describe(backend: &Backend) -> Value {
+    json!({
+        "id": backend.id(),
+        "address": backend.address().as_str(),
+        "state": backend.state().as_str(),
+        "in_flight": backend.in_flight(),
+        "ewma_ms": (backend.ewma().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        "requests": backend.requests(),
+        "failures": backend.failures(),
+    })
+}
+
+fn change_error(error: ChangeError) -> Response<ProxyBody> {
+    let status = match error {
+        ChangeError::Exists(_) => StatusCode::CONFLICT,
+        ChangeError::NotFound(_) => StatusCode::NOT_FOUND,
+    };
+    body::error(status, &error.to_string())
+}
+
+/// Compares without an early exit, so response timing does not reveal how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,145 @@
+//! Choosing a backend for one request attempt.
+//!
+//! * Power of two choices (default): sample two eligible backends at random and take the one
+//!   with the lower load score (peak-EWMA latency x (in-flight + 1)). Nearly as good as
+//!   scanning for the best backend, without herding every request onto the same one.
+//! * Round-robin: strictly in turn, for an exactly even spread.
+//! * Least connections: fewest requests in flight; ties go round-robin.
+//!
+//! Backends already tried for this request are skipped when another eligible one exists, so a
+//! retry lands elsewhere. Nothing here allocates: the candidate list is walked in place.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::backend::Backend;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    PowerOfTwoChoices,
+    RoundRobin,
+    LeastConnections,
+}
+
+pub struct Balancer {
+    algorithm: Algorithm,
+    next: AtomicUsize,
+}
+
+impl Balancer {
+    pub fn new(algorithm: Algorithm) -> Balancer {
+        Balancer {
+            algorithm,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Picks an eligible backend, preferring one not in `tried`.
+    pub fn pick(&self, backends: &[Arc<Backend>], tried: &[Arc<Backend>]) -> Option<Arc<Backend>> {
+        let untried =
+            |b: &Arc<Backend>| b.is_eligible() && !tried.iter().any(|t| Arc::ptr_eq(t, b));
+        self.pick_among(backends, untried)
+            .or_else(|| self.pick_among(backends, |b: &Arc<Backend>| b.is_eligible()))
+    }
+
+    fn pick_among(
+        &self,
+        backends: &[Arc<Backend>],
+        allowed: impl Fn(&Arc<Backend>) -> bool + Copy,
+    ) -> Option<Arc<Backend>> {
+        let candidates = || backends.iter().filter(move |b| allowed(b));
+        let count = candidates().count();
+        if count <= 1 {
+            return candidates().next().cloned();
+        }
+        let chosen = match self.algorithm {
+            Algorithm::PowerOfTwoChoices => {
+                let first = fastrand::usize(..count);
+                let mut second = fastrand::usize(..count - 1);
+                if second >= first {
+                    second += 1;
+                }
+                let a = candidates().nth(first)?;
+                let b = candidates().nth(second)?;
+                if b.load_score() < a.load_score() {
+                    b
+                } else {
+                    a
+                }
+            }
+            Algorithm::RoundRobin => candidates().nth(self.turn() % count)?,
+            Algorithm::LeastConnections => {
+                let start = self.turn() % count;
+                candidates()
+                    .cycle()
+                    .skip(start)
+                    .take(count)
+                    .min_by_key(|b| b.in_flight())?
+            }
+        };
+        Some(Arc::clone(chosen))
+    }
+
+    fn turn(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendAddress;
+    use crate::metrics::Metrics;
+
+    fn backends(n: usize) -> Vec<Arc<Backend>> {
+        let metrics = Metrics::new();
+        (1..=n)
+            .map(|i| {
+                Arc::new(Backend::new(
+                    BackendAddress::parse(&format!("127.0.0.1:{i}")).unwrap(),
+                    &metrics,
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_is_exactly_even() {
+        let list = backends(3);
+        let balancer = Balancer::new(Algorithm::RoundRobin);
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            let chosen = balancer.pick(&list, &[]).unwrap();
+            counts[list.iter().position(|b| Arc::ptr_eq(b, &chosen)).unwrap()] += 1;
+        }
+        assert_eq!(counts, [100, 100, 100]);
+    }
+
+    #[test]
+    fn skips_ineligible_and_tried_backends() {
+        let list = backends(3);
+        list[0].mark_down();
+        list[1].set_draining(true);
+        let balancer = Balancer::new(Algorithm::PowerOfTwoChoices);
+        for _ in 0..20 {
+            assert!(Arc::ptr_eq(&balancer.pick(&list, &[]).unwrap(), &list[2]));
+        }
+        // Tried already, but still the only eligible one: a retry may go back to it.
+        assert!(Arc::ptr_eq(
+            &balancer.pick(&list, &[list[2].clone()]).unwrap(),
+            &list[2]
+        ));
+        list[2].mark_down();
+        assert!(balancer.pick(&list, &[]).is_none());
+    }
+
+    #[test]
+    fn least_connections_prefers_the_idle_backend() {
+        let list = backends(2);
+        let _busy = list[0].start_request();
+        let balancer = Balancer::new(Algorithm::LeastConnections);
+        for _ in 0..10 {
+            assert!(Arc::ptr_eq(&balancer.pick(&list, &[]).unwrap(), &list[1]));
+        }
+    }
+}

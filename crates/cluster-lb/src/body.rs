@@ -1,0 +1,81 @@
+//! The response body type shared by the proxy and the admin API.
+//!
+//! A proxied response streams the backend's body straight through; the body also carries the
+//! backend's in-flight guard, so a request counts as in flight until its last byte has been
+//! passed on (what least-connections and the load score need), not just until the head.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+
+use crate::backend::InFlight;
+
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// A backend's response body, holding the backend's in-flight count until it ends.
+pub struct TrackedBody {
+    inner: Incoming,
+    _in_flight: InFlight,
+}
+
+impl TrackedBody {
+    pub fn boxed(inner: Incoming, in_flight: InFlight) -> ProxyBody {
+        TrackedBody {
+            inner,
+            _in_flight: in_flight,
+        }
+        .boxed()
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A JSON response, e.g. `json(StatusCode::OK, &value)`.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
+    let mut response = Response::new(full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The error shape of every response the balancer makes itself: `{"error": "..."}`.
+pub fn error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    json(status, &serde_json::json!({ "error": message }))
+}

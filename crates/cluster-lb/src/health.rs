@@ -1,0 +1,132 @@
+//! Active health checks: each backend's health path is fetched on a fixed interval and the
+//! results drive the fall/rise state machine in `backend.rs`.
+//!
+//! Passive detection (the proxy seeing a refused or reset connection) takes a backend down
+//! at once but can never bring it back: only these checks do, after `rise` good answers. A
+//! refused connection here also counts as proof of death and marks the backend down at once.
+//! While a backend is in transition the checks run twice as often (HAProxy's `fastinter`), so
+//! ejection and re-admission both stay well under a second with the defaults.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::{Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::backend::{Backend, Transition};
+
+#[derive(Debug, Clone)]
+pub struct HealthOptions {
+    pub path: String,
+    pub interval: Duration,
+    /// Failed checks in a row before a backend is marked down.
+    pub fall: u32,
+    /// Successful checks in a row before a down backend is marked up.
+    pub rise: u32,
+}
+
+impl Default for HealthOptions {
+    fn default() -> Self {
+        HealthOptions {
+            path: "/readyz".to_string(),
+            interval: Duration::from_millis(500),
+            fall: 2,
+            rise: 2,
+        }
+    }
+}
+
+/// Sends the checks. One instance is shared by every backend's check loop.
+#[derive(Clone)]
+pub struct HealthChecker {
+    options: HealthOptions,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+enum Outcome {
+    Healthy,
+    Unhealthy(String),
+    CannotConnect,
+}
+
+impl HealthChecker {
+    pub fn new(options: HealthOptions) -> HealthChecker {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(options.interval));
+        connector.set_nodelay(true);
+        // A fresh connection per check, as HAProxy does: a check also proves the backend accepts.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        HealthChecker { options, client }
+    }
+
+    /// Checks `backend` until it is removed (the last strong reference is gone).
+    pub fn watch(&self, backend: &Arc<Backend>) {
+        let checker = self.clone();
+        let backend = Arc::downgrade(backend);
+        tokio::spawn(async move { checker.run(backend).await });
+    }
+
+    async fn run(self, backend: Weak<Backend>) {
+        loop {
+            let Some(current) = backend.upgrade() else {
+                return;
+            };
+            let transition = match self.check(&current).await {
+                Outcome::Healthy => {
+                    current.record_check(true, self.options.fall, self.options.rise)
+                }
+                Outcome::CannotConnect => {
+                    log::debug!(
+                        "backend {}: cannot connect for the health check",
+                        current.id()
+                    );
+                    current.mark_down()
+                }
+                Outcome::Unhealthy(reason) => {
+                    log::debug!("backend {}: health check failed: {reason}", current.id());
+                    current.record_check(false, self.options.fall, self.options.rise)
+                }
+            };
+            match transition {
+                Some(Transition::WentUp) => log::info!("backend {} is up", current.id()),
+                Some(Transition::WentDown) => {
+                    log::warn!("backend {} is down (health check)", current.id())
+                }
+                None => {}
+            }
+            let pause = if current.in_transition() {
+                self.options.interval / 2
+            } else {
+                self.options.interval
+            };
+            drop(current);
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn check(&self, backend: &Backend) -> Outcome {
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(backend.address().authority().clone())
+            .path_and_query(self.options.path.as_str())
+            .build();
+        let request = match uri.map(|uri| Request::get(uri).body(Empty::new())) {
+            Ok(Ok(request)) => request,
+            Ok(Err(e)) => return Outcome::Unhealthy(e.to_string()),
+            Err(e) => return Outcome::Unhealthy(e.to_string()),
+        };
+        match tokio::time::timeout(self.options.interval, self.client.request(request)).await {
+            Ok(Ok(response)) if response.status().is_success() => Outcome::Healthy,
+            Ok(Ok(response)) => Outcome::Unhealthy(format!("status {}", response.status())),
+            Ok(Err(e)) if e.is_connect() => Outcome::CannotConnect,
+            Ok(Err(e)) => Outcome::Unhealthy(e.to_string()),
+            Err(_) => Outcome::Unhealthy("timed out".to_string()),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! `cluster-lb`: the cluster's front door, an HTTP/1.1 load balancer that hides node failures.
+//!
+//! Reading order: [`proxy`] (the request path) uses [`balancer`] to choose among the backends
+//! of [`backend_set`], [`retry`] to decide what may be sent again, and [`hop_by_hop`] /
+//! [`forwarded`] for headers; [`health`] keeps each [`backend`]'s state honest; [`admin`] and
+//! [`metrics`] expose it; [`config`], [`server`], [`shutdown`] and [`load_balancer`] are the
+//! process around it.
+
+pub mod admin;
+pub mod backend;
+pub mod backend_set;
+pub mod balancer;
+pub mod body;
+pub mod config;
+pub mod forwarded;
+pub mod health;
+pub mod hop_by_hop;
+pub mod load_balancer;
+pub mod metrics;
+pub mod peak_ewma;
+pub mod probe;
+pub mod proxy;
+pub mod retry;
+pub mod server;
+pub mod shutdown;
+pub mod sticky;
+pub mod upgrade;
+
+pub use backend::BackendAddress;
+pub use balancer::Algorithm;
+pub use config::Settings;
+pub use load_balancer::run;

@@ -1,0 +1,414 @@
+//! The proxy core: one client request in, one response out, over the best available backend.
+//!
+//! For each request it checks the limits, rewrites the headers (hop-by-hop out, forwarding
+//! headers in), buffers the body so the request can be replayed, then tries a backend chosen by
+//! the balancer. A failed attempt is retried on another backend when `retry.rs` says it is safe
+//! and affordable; a refused or reset connection takes the backend out of rotation at once.
+//! The response streams back untouched apart from header hygiene. This module knows nothing of
+//! configuration files or the admin API: it is handed a backend set and [`ProxyOptions`].
+//!
+//! Buffering bodies (up to `max_body_bytes`, 1 MiB by default, 413 beyond) is the price of safe
+//! retries: a streamed body is gone once sent. It costs memory per in-flight upload and adds
+//! the upload time before the first byte reaches a backend; the cluster's JSON API sends small
+//! bodies, so replayability wins here. A proxy for large uploads would stream and not retry.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ipnet::IpNet;
+use prometheus::IntCounter;
+
+use crate::backend::{Backend, InFlight, Transition};
+use crate::backend_set::BackendSet;
+use crate::balancer::{Algorithm, Balancer};
+use crate::body::{self, ProxyBody, TrackedBody};
+use crate::forwarded::{self, TrustedProxies, X_REQUEST_ID};
+use crate::hop_by_hop;
+use crate::metrics::Metrics;
+use crate::retry::{self, Failure, RetryBudget, MAX_RETRIES};
+use crate::sticky;
+use crate::upgrade;
+
+/// Everything that shapes how requests are proxied.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    pub algorithm: Algorithm,
+    /// Pin clients to a backend with a cookie.
+    pub sticky: bool,
+    /// Peers whose X-Forwarded-* headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Limit on opening a connection to a backend (then the next backend is tried).
+    pub connect_timeout: Duration,
+    /// Limit on waiting for a backend's response head (then 504).
+    pub response_timeout: Duration,
+    /// Idle upstream connections are closed after this; keep it below the backends' keep-alive
+    /// (actix-web: 5 s) so the proxy never sends on a connection the backend is closing.
+    pub pool_idle_timeout: Duration,
+    /// A client connection may be idle, or slow to send a request head, this long.
+    pub client_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            algorithm: Algorithm::PowerOfTwoChoices,
+            sticky: false,
+            trusted_proxies: Vec::new(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(2),
+            client_timeout: Duration::from_secs(30),
+            // nginx's client_max_body_size.
+            max_body_bytes: 1024 * 1024,
+            // nginx's large_client_header_buffers (4 x 8k).
+            max_header_bytes: 32 * 1024,
+        }
+    }
+}
+
+type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+
+pub struct Proxy {
+    backends: Arc<BackendSet>,
+    balancer: Balancer,
+    client: UpstreamClient,
+    budget: RetryBudget,
+    trusted: TrustedProxies,
+    options: ProxyOptions,
+    metrics: Arc<Metrics>,
+    /// Responses by status class 1xx..5xx, looked up once.
+    responses: [IntCounter; 5],
+}
+
+/// A request ready to be sent (again): everything but the per-attempt URI.
+struct Prepared {
+    method: hyper::Method,
+    path_and_query: hyper::http::uri::PathAndQuery,
+    headers: HeaderMap,
+    body: Bytes,
+    request_id: HeaderValue,
+    client_upgrade: Option<OnUpgrade>,
+}
+
+impl Proxy {
+    pub fn new(backends: Arc<BackendSet>, options: ProxyOptions, metrics: Arc<Metrics>) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(options.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(options.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        let responses = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .map(|class| metrics.responses.with_label_values(&[class]));
+        Proxy {
+            balancer: Balancer::new(options.algorithm),
+            trusted: TrustedProxies::new(options.trusted_proxies.clone()),
+            budget: RetryBudget::new(),
+            backends,
+            client,
+            options,
+            metrics,
+            responses,
+        }
+    }
+
+    /// Answers one client request.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let response = self.forward(request, peer).await;
+        self.metrics
+            .request_duration
+            .observe(started.elapsed().as_secs_f64());
+        let class = (response.status().as_u16() / 100).clamp(1, 5) as usize;
+        self.responses[class - 1].inc();
+        response
+    }
+
+    async fn forward(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let prepared = match self.prepare(request, peer).await {
+            Ok(prepared) => prepared,
+            Err(response) => return response,
+        };
+        self.budget.deposit();
+
+        let snapshot = self.backends.snapshot();
+        let mut sticky_choice = if self.options.sticky {
+            sticky::chosen(&prepared.headers, &snapshot)
+        } else {
+            None
+        };
+        let mut tried: Vec<Arc<Backend>> = Vec::new();
+        loop {
+            let backend = match sticky_choice
+                .take()
+                .or_else(|| self.balancer.pick(&snapshot, &tried))
+            {
+                Some(backend) => backend,
+                None => return with_id(no_backend(), &prepared.request_id),
+            };
+            let in_flight = backend.start_request();
+            let (failure, error) = match self.attempt(&prepared, &backend).await {
+                Ok((response, latency)) => {
+                    backend.record_response(latency, response.status().is_server_error());
+                    return self.respond(response, in_flight, prepared);
+                }
+                Err((failure, error, latency)) => {
+                    backend.record_failure(latency);
+                    (failure, error)
+                }
+            };
+            drop(in_flight);
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[failure.as_str()])
+                .inc();
+            let reason = error
+                .as_ref()
+                .map_or_else(|| "response timeout".to_string(), describe);
+            if failure.marks_down(error.as_ref())
+                && backend.mark_down() == Some(Transition::WentDown)
+            {
+                log::warn!("backend {} is down: {reason}", backend.id());
+            }
+            tried.push(backend);
+
+            let retry = tried.len() <= MAX_RETRIES
+                && retry::may_retry(failure, &prepared.method)
+                && (failure == Failure::Connect || self.spend_retry());
+            if !retry {
+                log::info!(
+                    "{} {} failed: {reason}",
+                    prepared.method,
+                    prepared.path_and_query
+                );
+                let response = match failure {
+                    Failure::Timeout => {
+                        body::error(StatusCode::GATEWAY_TIMEOUT, "backend timed out")
+                    }
+                    _ => body::error(StatusCode::BAD_GATEWAY, "backend connection failed"),
+                };
+                return with_id(response, &prepared.request_id);
+            }
+            self.metrics.retries.inc();
+        }
+    }
+
+    /// Checks limits, rewrites headers and buffers the body; an error is the response to send.
+    async fn prepare(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Prepared, Response<ProxyBody>> {
+        if head_size(&request) > self.options.max_header_bytes {
+            return Err(body::error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request headers too large",
+            ));
+        }
+        let declared_length = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_length.is_some_and(|length| length > self.options.max_body_bytes as u64) {
+            return Err(body::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ));
+        }
+
+        let upgrade_protocol = hop_by_hop::is_upgrade_request(request.headers())
+            .then(|| request.headers().get(header::UPGRADE).cloned())
+            .flatten();
+        let client_upgrade = upgrade_protocol
+            .is_some()
+            .then(|| hyper::upgrade::on(&mut request));
+
+        let (mut parts, incoming) = request.into_parts();
+        hop_by_hop::strip(&mut parts.headers);
+        if let Some(protocol) = upgrade_protocol {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol);
+        }
+        let request_id = forwarded::apply(&mut parts.headers, peer, &self.trusted);
+
+        let body = match Limited::new(incoming, self.options.max_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(body::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                ));
+            }
+            Err(_) => {
+                return Err(body::error(
+                    StatusCode::BAD_REQUEST,
+                    "request body could not be read",
+                ))
+            }
+        };
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+        Ok(Prepared {
+            method: parts.method,
+            path_and_query,
+            headers: parts.headers,
+            body,
+            request_id,
+            client_upgrade,
+        })
+    }
+
+    /// One try on one backend, bounded by the response timeout.
+    async fn attempt(
+        &self,
+        prepared: &Prepared,
+        backend: &Backend,
+    ) -> Result<
+        (Response<Incoming>, Duration),
+        (Failure, Option<hyper_util::client::legacy::Error>, Duration),
+    > {
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(backend.address().authority().clone())
+            .path_and_query(prepared.path_and_query.clone())
+            .build();
+        let started = Instant::now();
+        let uri = match uri {
+            Ok(uri) => uri,
+            // Both parts were validated already; treat the impossible like an unreachable backend.
+            Err(_) => return Err((Failure::Connect, None, started.elapsed())),
+        };
+        let mut request = Request::new(Full::new(prepared.body.clone()));
+        *request.method_mut() = prepared.method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = prepared.headers.clone();
+
+        match tokio::time::timeout(self.options.response_timeout, self.client.request(request))
+            .await
+        {
+            Ok(Ok(response)) => Ok((response, started.elapsed())),
+            Ok(Err(e)) => Err((Failure::of(&e), Some(e), started.elapsed())),
+            Err(_) => Err((Failure::Timeout, None, started.elapsed())),
+        }
+    }
+
+    /// Turns a backend's response into the client's.
+    fn respond(
+        &self,
+        mut response: Response<Incoming>,
+        in_flight: InFlight,
+        prepared: Prepared,
+    ) -> Response<ProxyBody> {
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let upgrade_protocol = switching
+            .then(|| response.headers().get(header::UPGRADE).cloned())
+            .flatten();
+        match (switching, prepared.client_upgrade) {
+            (true, Some(client_side)) => {
+                upgrade::tunnel(client_side, hyper::upgrade::on(&mut response))
+            }
+            (true, None) => {
+                return with_id(
+                    body::error(
+                        StatusCode::BAD_GATEWAY,
+                        "backend switched protocols unasked",
+                    ),
+                    &prepared.request_id,
+                );
+            }
+            (false, _) => {}
+        }
+
+        let (mut parts, incoming) = response.into_parts();
+        hop_by_hop::strip(&mut parts.headers);
+        if let Some(protocol) = upgrade_protocol {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol);
+        }
+        parts
+            .headers
+            .entry(&X_REQUEST_ID)
+            .or_insert(prepared.request_id);
+        if self.options.sticky {
+            sticky::remember(&mut parts.headers, &prepared.headers, in_flight.backend());
+        }
+        Response::from_parts(parts, TrackedBody::boxed(incoming, in_flight))
+    }
+
+    fn spend_retry(&self) -> bool {
+        let allowed = self.budget.withdraw();
+        if !allowed {
+            self.metrics.retries_refused.inc();
+        }
+        allowed
+    }
+}
+
+/// Bytes of the request line and headers, as they arrived (near enough: `: ` and CRLF counted).
+fn head_size(request: &Request<Incoming>) -> usize {
+    let uri = request.uri();
+    let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    let line = request.method().as_str().len() + target + 12;
+    line + request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+}
+
+fn no_backend() -> Response<ProxyBody> {
+    let mut response = body::error(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend");
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn with_id(mut response: Response<ProxyBody>, request_id: &HeaderValue) -> Response<ProxyBody> {
+    response
+        .headers_mut()
+        .insert(&X_REQUEST_ID, request_id.clone());
+    response
+}
+
+/// The error and its causes on one line (hyper's top-level messages alone are vague).
+fn describe(error: &hyper_util::client::legacy::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,156 @@
+//! How traffic is spread: every backend gets a share under power-of-two-choices, round-robin
+//! is exactly even, least-connections avoids a busy backend, and sticky mode pins a client.
+
+mod common;
+
+use std::time::Duration;
+
+use cluster_lb::Algorithm;
+use common::{client, settings_for, BackendOptions, Lb, TestBackend};
+use tokio::task::JoinSet;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_of_two_choices_spreads_over_every_backend() {
+    let backends = [
+        TestBackend::start("a").await,
+        TestBackend::start("b").await,
+        TestBackend::start("c").await,
+    ];
+    let lb = Lb::start(settings_for(&backends.iter().collect::<Vec<_>>())).await;
+    let http = client();
+    let mut workers = JoinSet::new();
+    for _ in 0..4 {
+        let (http, url) = (http.clone(), lb.url("/spread"));
+        workers.spawn(async move {
+            for _ in 0..75 {
+                http.get(&url)
+                    .send()
+                    .await
+                    .expect("response")
+                    .error_for_status()
+                    .expect("2xx");
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let counts: Vec<usize> = backends.iter().map(|b| b.requests()).collect();
+    assert_eq!(counts.iter().sum::<usize>(), 300);
+    assert!(
+        counts.iter().all(|&n| n >= 30),
+        "every backend gets a fair share: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_is_exactly_even() {
+    let backends = [
+        TestBackend::start("a").await,
+        TestBackend::start("b").await,
+        TestBackend::start("c").await,
+    ];
+    let mut settings = settings_for(&backends.iter().collect::<Vec<_>>());
+    settings.proxy.algorithm = Algorithm::RoundRobin;
+    let lb = Lb::start(settings).await;
+    let http = client();
+    let mut served_by = Vec::new();
+    for _ in 0..30 {
+        let response = http.get(lb.url("/turn")).send().await.expect("response");
+        served_by.push(
+            response.headers()["x-served-by"]
+                .to_str()
+                .expect("ascii")
+                .to_string(),
+        );
+    }
+    let counts: Vec<usize> = backends.iter().map(|b| b.requests()).collect();
+    assert_eq!(counts, [10, 10, 10]);
+    assert!(
+        served_by
+            .windows(3)
+            .all(|w| w[0] != w[1] && w[1] != w[2] && w[0] != w[2]),
+        "strictly in turn: {served_by:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_sends_new_requests_to_the_idle_backend() {
+    let busy = TestBackend::start("busy").await;
+    let idle = TestBackend::start("idle").await;
+    let mut settings = settings_for(&[&busy, &idle]);
+    settings.proxy.algorithm = Algorithm::LeastConnections;
+    let lb = Lb::start(settings).await;
+    let http = client();
+    // Occupy one backend with a long request, then send quick ones.
+    let long = tokio::spawn({
+        let (http, url) = (http.clone(), lb.url("/long"));
+        async move { http.get(url).header("x-delay-ms", "700").send().await }
+    });
+    let occupied = common::wait_until(Duration::from_secs(2), || {
+        busy.in_flight() + idle.in_flight() == 1
+    })
+    .await;
+    assert!(occupied);
+    let (long_one, quick_one) = if busy.in_flight() == 1 {
+        (&busy, &idle)
+    } else {
+        (&idle, &busy)
+    };
+    let quick_before = quick_one.requests();
+    for _ in 0..10 {
+        http.get(lb.url("/quick"))
+            .send()
+            .await
+            .expect("response")
+            .error_for_status()
+            .expect("2xx");
+    }
+    assert_eq!(
+        quick_one.requests() - quick_before,
+        10,
+        "all quick requests avoided the busy backend"
+    );
+    assert_eq!(long_one.requests(), 1);
+    assert_eq!(
+        long.await.expect("join").expect("long request").status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_mode_pins_a_client_with_a_cookie() {
+    let backends = [
+        TestBackend::start_with("a", BackendOptions::default()).await,
+        TestBackend::start_with("b", BackendOptions::default()).await,
+    ];
+    let mut settings = settings_for(&backends.iter().collect::<Vec<_>>());
+    settings.proxy.sticky = true;
+    settings.proxy.algorithm = Algorithm::RoundRobin;
+    let lb = Lb::start(settings).await;
+    let with_cookies = reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let mut served_by = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let response = with_cookies
+            .get(lb.url("/me"))
+            .send()
+            .await
+            .expect("response");
+        served_by.insert(
+            response.headers()["x-served-by"]
+                .to_str()
+                .expect("ascii")
+                .to_string(),
+        );
+    }
+    assert_eq!(served_by.len(), 1, "one client, one backend: {served_by:?}");
+    // Without the cookie, round-robin alternates.
+    let http = client();
+    let first = http.get(lb.url("/x")).send().await.expect("response");
+    assert!(first.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("lb_backend="));
+}

@@ -1,0 +1,259 @@
+//! Node failures must not become client errors: a backend killed under load, ejection and
+//! re-admission timing, stale pooled connections, and a fast 503 when nothing is left.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{client, settings_for, start_load, BackendOptions, Lb, TestBackend};
+use reqwest::Method;
+
+/// Runs 8 clients against two backends, kills one mid-load; returns the clients' report, the
+/// requests the victim was answering when killed, and the balancer's count of attempts lost on a
+/// broken connection (sent, then the connection died).
+async fn kill_under_load(method: Method) -> (common::LoadReport, usize, u64) {
+    let slow = BackendOptions {
+        delay: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let survivor = TestBackend::start_with("survivor", slow.clone()).await;
+    let mut victim = TestBackend::start_with("victim", slow).await;
+    let lb = Lb::start(settings_for(&[&survivor, &victim])).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(lb.url("/work"), method.clone(), 8, Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        victim.requests() > 0,
+        "the victim took traffic before the kill"
+    );
+    let in_flight_at_kill = victim.kill().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::SeqCst);
+    let report = load.await.expect("load task");
+    assert!(report.ok > 100, "traffic kept flowing: {report:?}");
+    assert_eq!(lb.state_of(&victim.address()).await, "down");
+    let metrics = client()
+        .get(lb.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    let metrics = metrics.text().await.expect("text");
+    let lost = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("lb_upstream_errors_total{kind=\"lost\"} "))
+        .map_or(0, |n| n.parse().expect("a count"));
+    eprintln!("{method}: {report:?}, {in_flight_at_kill} in flight on the victim when killed, {lost} lost");
+    (report, in_flight_at_kill, lost)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_backend_under_load_fails_no_get() {
+    let (report, in_flight_at_kill, lost) = kill_under_load(Method::GET).await;
+    assert!(
+        in_flight_at_kill > 0,
+        "the kill cut requests in flight, which were replayed"
+    );
+    assert_eq!(report.failed, 0, "failed GETs: {:?}", report.failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_backend_under_load_fails_only_the_posts_it_was_answering() {
+    let (report, in_flight_at_kill, lost) = kill_under_load(Method::POST).await;
+    // A POST that reached the victim may have been acted on: it is not replayed, it fails.
+    // Every other POST (refused connections, later requests) must succeed. Usually the failed
+    // ones are exactly those the victim was answering; when the machine is busy, one can also be
+    // written to a pooled connection the kill had just closed (still "lost", never replayed).
+    assert!(
+        report.failed as u64 <= lost,
+        "{} POSTs failed but only {lost} were lost on the killed backend ({in_flight_at_kill} in flight there): {:?}",
+        report.failed,
+        report.failures
+    );
+    // The victim leaves the rotation on the first loss, so each client loses at most the one
+    // request it had in flight: never a stream of failures.
+    assert!(
+        report.failed <= 8,
+        "{} POSTs failed: {:?}",
+        report.failed,
+        report.failures
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backend_is_ejected_within_a_second() {
+    let survivor = TestBackend::start("survivor").await;
+    let mut victim = TestBackend::start("victim").await;
+    let lb = Lb::start(settings_for(&[&survivor, &victim])).await;
+    let http = client();
+    // Light traffic: one request every 20 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (http, url, stop) = (http.clone(), lb.url("/tick"), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut failed = 0;
+            while !stop.load(Ordering::SeqCst) {
+                if !http
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    failed += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            failed
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    victim.kill().await;
+    let killed_at = Instant::now();
+    let ejected_after = lb
+        .wait_for_state(&victim.address(), "down", Duration::from_secs(3))
+        .await
+        .expect("the dead backend is marked down");
+    let attempts_at_ejection = lb.backend(&victim.address()).await["requests"].as_u64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+
+    assert!(killed_at.elapsed() > ejected_after);
+    assert!(
+        ejected_after <= Duration::from_secs(1),
+        "ejected after {ejected_after:?}"
+    );
+    assert_eq!(
+        lb.backend(&victim.address()).await["requests"].as_u64(),
+        attempts_at_ejection,
+        "no request went to the backend once it was down"
+    );
+    assert_eq!(
+        ticker.await.expect("ticker"),
+        0,
+        "no client saw the failure"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unready_backend_is_ejected_by_health_checks_within_a_second() {
+    let backend = TestBackend::start("a").await;
+    let lb = Lb::start(settings_for(&[&backend])).await;
+    // No traffic: only the active checks (500 ms interval, fall 2) can notice.
+    backend.set_ready(false);
+    let took = lb
+        .wait_for_state(&backend.address(), "down", Duration::from_secs(3))
+        .await;
+    assert!(
+        took.is_some_and(|t| t <= Duration::from_secs(1)),
+        "ejected after {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_backend_is_readmitted_within_a_second() {
+    let mut backend = TestBackend::start("phoenix").await;
+    let other = TestBackend::start("other").await;
+    let lb = Lb::start(settings_for(&[&backend, &other])).await;
+    backend.kill().await;
+    lb.wait_for_state(&backend.address(), "down", Duration::from_secs(3))
+        .await
+        .expect("marked down");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    backend.restart().await;
+    let took = lb
+        .wait_for_state(&backend.address(), "up", Duration::from_secs(3))
+        .await;
+    assert!(
+        took.is_some_and(|t| t <= Duration::from_secs(1)),
+        "readmitted after {took:?}"
+    );
+
+    let before = backend.requests();
+    let http = client();
+    for _ in 0..20 {
+        http.get(lb.url("/again"))
+            .send()
+            .await
+            .expect("request")
+            .error_for_status()
+            .expect("2xx");
+    }
+    assert!(
+        backend.requests() > before,
+        "the readmitted backend takes traffic again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_pooled_connections_cause_no_errors() {
+    // The backend closes keep-alive connections idle for 200 ms (actix-web: 5 s); the balancer
+    // drops its idle upstream connections after 100 ms, before the backend can close them.
+    let idle_close = Duration::from_millis(200);
+    let backend = TestBackend::start_with(
+        "closer",
+        BackendOptions {
+            idle_close: Some(idle_close),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut settings = settings_for(&[&backend]);
+    settings.proxy.pool_idle_timeout = Duration::from_millis(100);
+    let lb = Lb::start(settings).await;
+    let http = client();
+
+    // POSTs are never replayed after being sent, so a stale connection would show as an error.
+    // Gaps straddle the backend's idle timeout, where the race lives.
+    let mut failures = Vec::new();
+    for gap_ms in [190, 196, 200, 204, 210, 198, 202, 200, 206, 194, 200, 215] {
+        tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+        match http.post(lb.url("/spaced")).body("{}").send().await {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => failures.push(response.status().to_string()),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "stale connections failed requests: {failures:?}"
+    );
+    assert_eq!(backend.requests(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_healthy_backend_answers_503_json_at_once() {
+    let mut dead = TestBackend::start("dead").await;
+    dead.kill().await;
+    let lb = Lb::start(settings_for(&[&dead])).await;
+    let http = client();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = http
+            .get(lb.url("/anything"))
+            .send()
+            .await
+            .expect("a response, not a hang");
+        let took = started.elapsed();
+        assert!(response.status().is_server_error(), "{}", response.status());
+        assert!(took < Duration::from_millis(300), "took {took:?}");
+        let body: serde_json::Value = response.json().await.expect("JSON error body");
+        assert!(body["error"].is_string(), "{body}");
+    }
+    let response = http
+        .get(lb.url("/anything"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 503, "once the backend is known down");
+    assert_eq!(response.headers()["retry-after"], "1");
+
+    let empty = Lb::start(cluster_lb::Settings::with_backends(Vec::new())).await;
+    let started = Instant::now();
+    let response = http.get(empty.url("/")).send().await.expect("response");
+    assert_eq!(response.status(), 503);
+    assert!(started.elapsed() < Duration::from_millis(300));
+}

@@ -1,0 +1,274 @@
+//! The real `cluster-lb` binary: configuration errors, the admin token, `probe`, and SIGTERM.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{client, TestBackend};
+use test_support::{free_port, wait_for, ChildGuard};
+
+fn lb_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cluster-lb"));
+    // Keep the tests independent of the caller's environment.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LB_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+/// Runs the binary with `args`, expecting it to refuse to start.
+fn refusal(args: &[&str]) -> (i32, String) {
+    let output = lb_command()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cluster-lb");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configuration_exits_2_with_one_line() {
+    let dir = tempfile_dir();
+    let unknown_key = dir.join("unknown.toml");
+    std::fs::File::create(&unknown_key)
+        .and_then(|mut f| f.write_all(b"listen = \"127.0.0.1:1\"\nbogus = 1\n"))
+        .expect("write");
+    let bad_syntax = dir.join("syntax.toml");
+    std::fs::write(&bad_syntax, "backends = [\"a:1\"\n").expect("write");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--listen".into(), "not-an-address".into()], "--listen"),
+        (vec!["--backend".into(), "node1".into()], "node1"),
+        (vec!["--backend".into(), "a:1,a:1".into()], "twice"),
+        (vec!["--algorithm".into(), "random".into()], "random"),
+        (vec!["--health-fall".into(), "0".into()], "health fall"),
+        (vec!["--health-path".into(), "readyz".into()], "health path"),
+        (
+            vec!["--trusted-proxy".into(), "10.0.0.0/99".into()],
+            "trusted proxy",
+        ),
+        (
+            vec![
+                "--config".into(),
+                dir.join("missing.toml").display().to_string(),
+            ],
+            "cannot read",
+        ),
+        (
+            vec!["--config".into(), unknown_key.display().to_string()],
+            "bogus",
+        ),
+        (
+            vec!["--config".into(), bad_syntax.display().to_string()],
+            "syntax.toml",
+        ),
+        (
+            vec!["--admin-listen".into(), "0.0.0.0:18081".into()],
+            "token",
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stderr) = refusal(&args);
+        assert_eq!(code, 2, "{args:?} -> {stderr}");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: one line, got {stderr:?}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: {stderr:?} should mention {expected:?}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cluster-lb-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Starts the binary and waits until its admin API answers.
+fn spawn_lb(args: &[String], envs: &[(&str, &str)], admin_port: u16) -> ChildGuard {
+    let mut command = lb_command();
+    command
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let guard = ChildGuard::spawn("cluster-lb", &mut command);
+    let up = wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", admin_port)).ok()
+    });
+    assert!(up.is_some(), "cluster-lb did not open its admin port");
+    guard
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_from_the_environment_guards_a_public_admin_listener() {
+    let backend = TestBackend::start("a").await;
+    let (port, admin_port) = (free_port(), free_port());
+    let args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--admin-listen".to_string(),
+        format!("0.0.0.0:{admin_port}"),
+    ];
+    let _lb = spawn_lb(
+        &args,
+        &[
+            ("LB_ADMIN_TOKEN", "t0ken"),
+            ("LB_BACKENDS", &backend.address()),
+        ],
+        admin_port,
+    );
+    let http = client();
+    let drain_url = format!(
+        "http://127.0.0.1:{admin_port}/backends/{}/drain",
+        backend.address()
+    );
+    assert_eq!(
+        http.post(&drain_url)
+            .send()
+            .await
+            .expect("response")
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.post(&drain_url)
+            .bearer_auth("nope")
+            .send()
+            .await
+            .expect("response")
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.post(&drain_url)
+            .bearer_auth("t0ken")
+            .send()
+            .await
+            .expect("response")
+            .status(),
+        200
+    );
+    let proxied = http
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(proxied.status(), 503, "the only backend is draining");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_exits_0_on_200_and_1_otherwise() {
+    let (port, admin_port) = (free_port(), free_port());
+    let args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--admin-listen".to_string(),
+        format!("127.0.0.1:{admin_port}"),
+    ];
+    let _lb = spawn_lb(&args, &[], admin_port);
+    let probe = |extra: &[String]| {
+        lb_command()
+            .arg("probe")
+            .args(extra)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run probe")
+    };
+    let ok = probe(&[
+        "--url".to_string(),
+        format!("http://127.0.0.1:{admin_port}/healthz"),
+    ]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let via_env = lb_command()
+        .env("LB_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
+        .arg("probe")
+        .output()
+        .expect("run probe");
+    assert_eq!(
+        via_env.status.code(),
+        Some(0),
+        "default URL from LB_ADMIN_LISTEN"
+    );
+    let not_found = probe(&[
+        "--url".to_string(),
+        format!("http://127.0.0.1:{admin_port}/nothing"),
+    ]);
+    assert_eq!(not_found.status.code(), Some(1));
+    let closed = probe(&[
+        "--url".to_string(),
+        format!("http://127.0.0.1:{}/healthz", free_port()),
+    ]);
+    assert_eq!(closed.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&closed.stderr)
+            .trim_end()
+            .lines()
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_then_exits_0() {
+    let backend = TestBackend::start("slow").await;
+    let (port, admin_port) = (free_port(), free_port());
+    let args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--admin-listen".to_string(),
+        format!("127.0.0.1:{admin_port}"),
+        "--backend".to_string(),
+        backend.address(),
+    ];
+    let mut lb = spawn_lb(&args, &[], admin_port);
+    let url = format!("http://127.0.0.1:{port}/slow");
+    let in_flight =
+        tokio::spawn(async move { client().get(url).header("x-delay-ms", "800").send().await });
+    let started = wait_for(Duration::from_secs(5), || {
+        (backend.in_flight() == 1).then_some(())
+    });
+    assert!(started.is_some(), "the slow request reached the backend");
+
+    lb.signal(libc::SIGTERM);
+    let signalled_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "no new connections are accepted after SIGTERM"
+    );
+    let response = in_flight
+        .await
+        .expect("task")
+        .expect("the in-flight request completes");
+    assert_eq!(response.status(), 200);
+    let status = tokio::task::spawn_blocking(move || lb.wait_timeout(Duration::from_secs(5)))
+        .await
+        .expect("join")
+        .expect("cluster-lb exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled_at.elapsed() < Duration::from_secs(3),
+        "exited promptly once idle"
+    );
+}
