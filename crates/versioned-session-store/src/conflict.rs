@@ -25,6 +25,16 @@ pub enum ConflictReason {
     Gone,
 }
 
+impl ConflictReason {
+    /// A short name for metric labels and logs: `"stale"` or `"gone"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictReason::Stale => "stale",
+            ConflictReason::Gone => "gone",
+        }
+    }
+}
+
 /// A session write refused by the compare-and-set: nothing was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub struct SessionConflict {

@@ -60,7 +60,8 @@ impl AtomicCounter {
         }
     }
 
-    /// The Redis key of the counter named `session_id`.
+    /// The Redis key of the counter named `session_id`. Session keys are alphanumeric,
+    /// so `counter:` can never be mistaken for one under the same prefix.
     pub fn redis_key(&self, session_id: &str) -> String {
         format!("{}counter:{}", self.key_prefix, session_id)
     }
