@@ -28,7 +28,11 @@ impl Blackhole {
         let listen = listener.local_addr()?;
         let (cut, is_cut) = watch::channel(false);
         let acceptor = tokio::spawn(accept_loop(listener, upstream, is_cut));
-        Ok(Blackhole { listen, cut, acceptor })
+        Ok(Blackhole {
+            listen,
+            cut,
+            acceptor,
+        })
     }
 
     /// `redis://127.0.0.1:<proxy port>`: what the node behind it is given.
@@ -64,7 +68,9 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, is_cut: watch:
             if wait.wait_for(|cut| !cut).await.is_err() {
                 return;
             }
-            let Ok(server) = TcpStream::connect(upstream).await else { return };
+            let Ok(server) = TcpStream::connect(upstream).await else {
+                return;
+            };
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
             tokio::select! {
@@ -118,7 +124,10 @@ mod tests {
     async fn round_trip(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
         stream.write_all(b"ping").await.ok()?;
         let mut reply = [0u8; 4];
-        tokio::time::timeout(limit, stream.read_exact(&mut reply)).await.ok()?.ok()?;
+        tokio::time::timeout(limit, stream.read_exact(&mut reply))
+            .await
+            .ok()?
+            .ok()?;
         Some(reply.to_vec())
     }
 
@@ -127,10 +136,17 @@ mod tests {
         let proxy = Blackhole::start(echo_server().await).await.unwrap();
         let mut stream = TcpStream::connect(proxy.listen).await.unwrap();
         let limit = Duration::from_millis(300);
-        assert_eq!(round_trip(&mut stream, limit).await.as_deref(), Some(&b"ping"[..]));
+        assert_eq!(
+            round_trip(&mut stream, limit).await.as_deref(),
+            Some(&b"ping"[..])
+        );
 
         proxy.cut();
-        assert_eq!(round_trip(&mut stream, limit).await, None, "a cut link must not answer");
+        assert_eq!(
+            round_trip(&mut stream, limit).await,
+            None,
+            "a cut link must not answer"
+        );
 
         proxy.heal();
         // The bytes held back during the cut arrive now.
@@ -140,6 +156,9 @@ mod tests {
             .expect("held bytes delivered after heal")
             .unwrap();
         assert_eq!(&late, b"ping");
-        assert_eq!(round_trip(&mut stream, limit).await.as_deref(), Some(&b"ping"[..]));
+        assert_eq!(
+            round_trip(&mut stream, limit).await.as_deref(),
+            Some(&b"ping"[..])
+        );
     }
 }

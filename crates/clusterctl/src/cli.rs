@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "clusterctl", version, about = "Run a local actix-web cluster behind a load balancer and prove that sessions survive failures")]
+#[command(
+    name = "clusterctl",
+    version,
+    about = "Run a local actix-web cluster behind a load balancer and prove that sessions survive failures"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -18,7 +18,10 @@ pub async fn demo(options: ClusterOptions) -> anyhow::Result<bool> {
     let mut cluster = Cluster::start(&options).await?;
     let http = cluster.http.clone();
     let lb = cluster.lb.url();
-    evidence(&format!("LB {lb}, ready in {} ms", cluster.startup.as_millis()));
+    evidence(&format!(
+        "LB {lb}, ready in {} ms",
+        cluster.startup.as_millis()
+    ));
     for node in &cluster.nodes {
         evidence(&format!("{} at {}", node.id, node.url()));
     }
@@ -29,12 +32,22 @@ pub async fn demo(options: ClusterOptions) -> anyhow::Result<bool> {
     );
     let (mut alice, login) = Session::login(&http, &lb, "alice").await?;
     evidence(&format!("served by {}", served(&login)));
-    evidence(&format!("cookie: {}", shorten(alice.cookie().unwrap_or_default())));
+    evidence(&format!(
+        "cookie: {}",
+        shorten(alice.cookie().unwrap_or_default())
+    ));
 
-    step("Ask /whoami six times through the LB", "the LB spreads requests; every node finds the same session");
+    step(
+        "Ask /whoami six times through the LB",
+        "the LB spreads requests; every node finds the same session",
+    );
     for _ in 0..6 {
         let reply = alice.whoami(&http, &lb).await?;
-        evidence(&format!("{} says user = {}", served(&reply), reply.user().unwrap_or("nobody")));
+        evidence(&format!(
+            "{} says user = {}",
+            served(&reply),
+            reply.user().unwrap_or("nobody")
+        ));
     }
 
     let (first, last) = (cluster.nodes[0].url(), cluster.nodes[2].url());
@@ -46,7 +59,11 @@ pub async fn demo(options: ClusterOptions) -> anyhow::Result<bool> {
         alice.incr(&http, &first).await?;
     }
     let reply = alice.whoami(&http, &last).await?;
-    evidence(&format!("{} reads counter = {}", served(&reply), reply.counter().unwrap_or(-1)));
+    evidence(&format!(
+        "{} reads counter = {}",
+        served(&reply),
+        reply.counter().unwrap_or(-1)
+    ));
 
     step(
         "Start a fourth node with a different session key and show it alice's cookie",
@@ -57,7 +74,11 @@ pub async fn demo(options: ClusterOptions) -> anyhow::Result<bool> {
     let mut stranger = cluster.start_extra_node("other-key", &settings)?;
     stranger.wait_ready(&http, Duration::from_secs(20)).await?;
     let reply = alice.clone().whoami(&http, &stranger.url()).await?;
-    evidence(&format!("{} says user = {}", served(&reply), reply.user().unwrap_or("nobody (as expected)")));
+    evidence(&format!(
+        "{} says user = {}",
+        served(&reply),
+        reply.user().unwrap_or("nobody (as expected)")
+    ));
     drop(stranger);
 
     step(
@@ -78,16 +99,21 @@ pub async fn demo(options: ClusterOptions) -> anyhow::Result<bool> {
     cluster.nodes[1].kill();
     let killed = Instant::now();
     let addr = cluster.nodes[1].addr.clone();
-    let out = wait_until(Duration::from_secs(5), Duration::from_millis(10), || async {
-        let backend = cluster.lb.admin.backend(&addr).await.ok()?;
-        (backend.state != "up").then(|| killed.elapsed())
-    })
+    let out = wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || async {
+            let backend = cluster.lb.admin.backend(&addr).await.ok()?;
+            (backend.state != "up").then(|| killed.elapsed())
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let summary = load.finish(Duration::from_millis(2500)).await;
     evidence(&format!(
         "LB marked node2 {} after the kill",
-        out.map(|d| format!("out {} ms", d.as_millis())).unwrap_or_else(|| "never out".into())
+        out.map(|d| format!("out {} ms", d.as_millis()))
+            .unwrap_or_else(|| "never out".into())
     ));
     evidence(&format!(
         "{} requests: {} ok, {} failed reads, {} failed writes; served by {:?}",
@@ -98,13 +124,29 @@ pub async fn demo(options: ClusterOptions) -> anyhow::Result<bool> {
         summary.served_by
     ));
     let reply = alice.whoami(&http, &lb).await?;
-    evidence(&format!("alice is still {} (counter {})", reply.user().unwrap_or("nobody"), reply.counter().unwrap_or(-1)));
+    evidence(&format!(
+        "alice is still {} (counter {})",
+        reply.user().unwrap_or("nobody"),
+        reply.counter().unwrap_or(-1)
+    ));
 
-    step("Start node2 again", "the LB's health checks see /readyz answer 200 and send it traffic again");
+    step(
+        "Start node2 again",
+        "the LB's health checks see /readyz answer 200 and send it traffic again",
+    );
     cluster.nodes[1].restart()?;
-    cluster.nodes[1].wait_ready(&http, Duration::from_secs(20)).await?;
-    let back = cluster.lb.admin.wait_state(&addr, "up", Duration::from_secs(5)).await;
-    evidence(&format!("LB reports node2 {}", if back { "up" } else { "still not up" }));
+    cluster.nodes[1]
+        .wait_ready(&http, Duration::from_secs(20))
+        .await?;
+    let back = cluster
+        .lb
+        .admin
+        .wait_state(&addr, "up", Duration::from_secs(5))
+        .await;
+    evidence(&format!(
+        "LB reports node2 {}",
+        if back { "up" } else { "still not up" }
+    ));
 
     step(
         "SIGKILL Redis and ask node1",
@@ -114,17 +156,26 @@ pub async fn demo(options: ClusterOptions) -> anyhow::Result<bool> {
     if let Some(redis) = redis {
         redis.kill();
         let reply = alice.clone().whoami(&http, &first).await?;
-        evidence(&format!("{} answered {} in {} ms", served(&reply), reply.status, reply.elapsed.as_millis()));
+        evidence(&format!(
+            "{} answered {} in {} ms",
+            served(&reply),
+            reply.status,
+            reply.elapsed.as_millis()
+        ));
 
         step(
             "Start Redis again (it had no persistence)",
             "the nodes reconnect within a second, but the sessions were only in Redis's memory",
         );
         redis.start_again(Persistence::None).await?;
-        let reply = wait_until(Duration::from_secs(5), Duration::from_millis(10), || async {
-            let reply = alice.clone().whoami(&http, &first).await.ok()?;
-            reply.is_ok().then_some(reply)
-        })
+        let reply = wait_until(
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            || async {
+                let reply = alice.clone().whoami(&http, &first).await.ok()?;
+                reply.is_ok().then_some(reply)
+            },
+        )
         .await;
         match reply {
             Some(reply) => evidence(&format!(

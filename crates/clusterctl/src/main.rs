@@ -59,7 +59,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Up(args) => {
-            let binaries = Binaries::locate(args.programs.bin_dir.as_deref(), args.programs.redis_bin.as_deref(), args.redis_url.is_none())?;
+            let binaries = Binaries::locate(
+                args.programs.bin_dir.as_deref(),
+                args.programs.redis_bin.as_deref(),
+                args.redis_url.is_none(),
+            )?;
             up::up(ClusterOptions {
                 nodes: usize::from(args.nodes),
                 lb_port: Some(args.lb_port),
@@ -69,9 +73,18 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             .await
         }
         Command::Verify(args) => {
-            let binaries = Binaries::locate(args.programs.bin_dir.as_deref(), args.programs.redis_bin.as_deref(), true)?;
+            let binaries = Binaries::locate(
+                args.programs.bin_dir.as_deref(),
+                args.programs.redis_bin.as_deref(),
+                true,
+            )?;
             verify::verify(verify::VerifyOptions {
-                cluster: ClusterOptions { nodes: usize::from(args.nodes), lb_port: None, redis_url: None, binaries },
+                cluster: ClusterOptions {
+                    nodes: usize::from(args.nodes),
+                    lb_port: None,
+                    redis_url: None,
+                    binaries,
+                },
                 report: args.report,
                 quick: args.quick,
                 scale: args.scale.into_iter().map(usize::from).collect(),
@@ -79,8 +92,18 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             .await
         }
         Command::Demo(args) => {
-            let binaries = Binaries::locate(args.programs.bin_dir.as_deref(), args.programs.redis_bin.as_deref(), true)?;
-            demo::demo(ClusterOptions { nodes: 3, lb_port: None, redis_url: None, binaries }).await
+            let binaries = Binaries::locate(
+                args.programs.bin_dir.as_deref(),
+                args.programs.redis_bin.as_deref(),
+                true,
+            )?;
+            demo::demo(ClusterOptions {
+                nodes: 3,
+                lb_port: None,
+                redis_url: None,
+                binaries,
+            })
+            .await
         }
     }
 }

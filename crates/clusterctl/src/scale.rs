@@ -37,7 +37,12 @@ pub async fn measure(
     let mut points = Vec::with_capacity(counts.len());
     for &nodes in counts {
         progress.begin(&format!("scale {nodes}"));
-        let cluster = Cluster::start(&ClusterOptions { nodes, lb_port: None, ..options.clone() }).await?;
+        let cluster = Cluster::start(&ClusterOptions {
+            nodes,
+            lb_port: None,
+            ..options.clone()
+        })
+        .await?;
         progress.step(&format!("{WORKERS} workers for {duration:?}"));
         let (session, _) = Session::login(&cluster.http, &cluster.lb.url(), "scale-user").await?;
         let (requests, failed) = closed_loop(&cluster, &session, duration).await;
@@ -51,7 +56,10 @@ pub async fn measure(
         progress.end(
             &format!("scale {nodes}"),
             crate::scenarios::Status::Passed,
-            &format!("start-up {} ms, {:.0} req/s", point.startup_ms, point.throughput_per_sec),
+            &format!(
+                "start-up {} ms, {:.0} req/s",
+                point.startup_ms, point.throughput_per_sec
+            ),
         );
         points.push(point);
     }
@@ -70,8 +78,15 @@ async fn closed_loop(cluster: &Cluster, session: &Session, duration: Duration) -
         let (requests, failed) = (requests.clone(), failed.clone());
         workers.spawn(async move {
             while Instant::now() < deadline {
-                let ok = match http.get(&url).header(reqwest::header::COOKIE, &cookie).send().await {
-                    Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+                let ok = match http
+                    .get(&url)
+                    .header(reqwest::header::COOKIE, &cookie)
+                    .send()
+                    .await
+                {
+                    Ok(response) => {
+                        response.status().is_success() && response.bytes().await.is_ok()
+                    }
                     Err(_) => false,
                 };
                 requests.fetch_add(1, Ordering::Relaxed);
@@ -82,5 +97,8 @@ async fn closed_loop(cluster: &Cluster, session: &Session, duration: Duration) -
         });
     }
     while workers.join_next().await.is_some() {}
-    (requests.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+    (
+        requests.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    )
 }

@@ -53,13 +53,31 @@ impl Session {
     }
 
     /// Logs in as `user` through `base` (the LB or a node).
-    pub async fn login(http: &reqwest::Client, base: &str, user: &str) -> anyhow::Result<(Session, Reply)> {
+    pub async fn login(
+        http: &reqwest::Client,
+        base: &str,
+        user: &str,
+    ) -> anyhow::Result<(Session, Reply)> {
         let mut session = Session::new();
         let reply = session
-            .send(http, Method::POST, base, "/login", Some(serde_json::json!({ "user": user })))
+            .send(
+                http,
+                Method::POST,
+                base,
+                "/login",
+                Some(serde_json::json!({ "user": user })),
+            )
             .await?;
-        anyhow::ensure!(reply.is_ok(), "login via {base} answered {}: {}", reply.status, reply.body);
-        anyhow::ensure!(session.cookie.is_some(), "login via {base} set no session cookie");
+        anyhow::ensure!(
+            reply.is_ok(),
+            "login via {base} answered {}: {}",
+            reply.status,
+            reply.body
+        );
+        anyhow::ensure!(
+            session.cookie.is_some(),
+            "login via {base} set no session cookie"
+        );
         Ok((session, reply))
     }
 
@@ -68,11 +86,25 @@ impl Session {
     }
 
     pub async fn incr(&mut self, http: &reqwest::Client, base: &str) -> anyhow::Result<Reply> {
-        self.send(http, Method::POST, base, "/counter/incr", None).await
+        self.send(http, Method::POST, base, "/counter/incr", None)
+            .await
     }
 
-    pub async fn put_item(&mut self, http: &reqwest::Client, base: &str, key: &str, value: Value) -> anyhow::Result<Reply> {
-        self.send(http, Method::PUT, base, &format!("/session/items/{key}"), Some(value)).await
+    pub async fn put_item(
+        &mut self,
+        http: &reqwest::Client,
+        base: &str,
+        key: &str,
+        value: Value,
+    ) -> anyhow::Result<Reply> {
+        self.send(
+            http,
+            Method::PUT,
+            base,
+            &format!("/session/items/{key}"),
+            Some(value),
+        )
+        .await
     }
 
     /// Sends one request with the cookie; keeps any new cookie the node sets.
@@ -92,15 +124,27 @@ impl Session {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.with_context(|| format!("{method} {base}{path}"))?;
-        if let Some(set_cookie) = response.headers().get(SET_COOKIE).and_then(|v| v.to_str().ok()) {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {base}{path}"))?;
+        if let Some(set_cookie) = response
+            .headers()
+            .get(SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+        {
             self.remember(set_cookie);
         }
         let status = response.status().as_u16();
         let served_by = served_by(response.headers());
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok(Reply { status, served_by, body, elapsed: started.elapsed() })
+        Ok(Reply {
+            status,
+            served_by,
+            body,
+            elapsed: started.elapsed(),
+        })
     }
 
     /// Keeps `name=value` of a `Set-Cookie`; a removal cookie (empty value,

@@ -5,10 +5,17 @@ use crate::cluster::{Cluster, ClusterOptions};
 /// Starts the cluster, prints where everything is, and waits forever; `main`
 /// stops waiting on Ctrl-C or SIGTERM, and dropping the cluster stops it.
 pub async fn up(options: ClusterOptions) -> anyhow::Result<bool> {
-    eprintln!("starting redis-server, {} nodes and cluster-lb...", options.nodes);
+    eprintln!(
+        "starting redis-server, {} nodes and cluster-lb...",
+        options.nodes
+    );
     let cluster = Cluster::start(&options).await?;
     let lb = cluster.lb.url();
-    println!("cluster up: {} nodes, ready in {} ms", cluster.nodes.len(), cluster.startup.as_millis());
+    println!(
+        "cluster up: {} nodes, ready in {} ms",
+        cluster.nodes.len(),
+        cluster.startup.as_millis()
+    );
     println!("  load balancer  {lb}");
     println!("  LB admin       {}/backends", cluster.lb.admin.url());
     for node in &cluster.nodes {
@@ -19,7 +26,9 @@ pub async fn up(options: ClusterOptions) -> anyhow::Result<bool> {
     println!();
     println!("try:");
     println!("  curl -si -c /tmp/jar -H 'content-type: application/json' -d '{{\"user\":\"alice\"}}' {lb}/login");
-    println!("  curl -si -b /tmp/jar {lb}/whoami    # repeat: X-Served-By changes, the user does not");
+    println!(
+        "  curl -si -b /tmp/jar {lb}/whoami    # repeat: X-Served-By changes, the user does not"
+    );
     println!("Ctrl-C stops everything.");
     std::future::pending::<()>().await;
     Ok(true)

@@ -25,11 +25,22 @@ pub struct VerifyOptions {
 pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
     let started = Instant::now();
     let progress = Progress::new();
-    let pace = if options.quick { Pace::QUICK } else { Pace::FULL };
+    let pace = if options.quick {
+        Pace::QUICK
+    } else {
+        Pace::FULL
+    };
     progress.begin("cluster");
-    progress.step(&format!("start redis-server, {} nodes, cluster-lb", options.cluster.nodes));
+    progress.step(&format!(
+        "start redis-server, {} nodes, cluster-lb",
+        options.cluster.nodes
+    ));
     let mut cluster = Cluster::start(&options.cluster).await?;
-    progress.step(&format!("ready in {} ms, logs in {}", cluster.startup.as_millis(), cluster.log_dir().display()));
+    progress.step(&format!(
+        "ready in {} ms, logs in {}",
+        cluster.startup.as_millis(),
+        cluster.log_dir().display()
+    ));
     let startup = cluster.startup;
 
     let own_redis = cluster.redis.managed().is_some();
@@ -37,47 +48,115 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
     let mut results = Vec::new();
     let mut kill_timeline = None;
     {
-        let mut ctx = Context { cluster: &mut cluster, pace, progress: &progress };
-        results.push(scenarios::run(&progress, "continuity", scenarios::continuity::run(&mut ctx)).await.0);
-        results.push(scenarios::run(&progress, "shared-key", scenarios::shared_key::run(&mut ctx)).await.0);
+        let mut ctx = Context {
+            cluster: &mut cluster,
+            pace,
+            progress: &progress,
+        };
+        results.push(
+            scenarios::run(
+                &progress,
+                "continuity",
+                scenarios::continuity::run(&mut ctx),
+            )
+            .await
+            .0,
+        );
+        results.push(
+            scenarios::run(
+                &progress,
+                "shared-key",
+                scenarios::shared_key::run(&mut ctx),
+            )
+            .await
+            .0,
+        );
 
         if node_count >= 2 {
             let victim = node_count - 1;
-            let (result, figures) =
-                scenarios::run(&progress, "node-sigkill", scenarios::node_kill::run(&mut ctx, victim)).await;
+            let (result, figures) = scenarios::run(
+                &progress,
+                "node-sigkill",
+                scenarios::node_kill::run(&mut ctx, victim),
+            )
+            .await;
             results.push(result);
             kill_timeline = figures.map(|f| (f.victim, f.load));
-            results.push(scenarios::run(&progress, "restart", scenarios::restart::run(&mut ctx, victim)).await.0);
+            results.push(
+                scenarios::run(
+                    &progress,
+                    "restart",
+                    scenarios::restart::run(&mut ctx, victim),
+                )
+                .await
+                .0,
+            );
         } else {
             let reason = "needs at least 2 nodes";
             results.push(ScenarioResult::skipped("node-sigkill", reason));
             results.push(ScenarioResult::skipped("restart", reason));
         }
         if node_count >= 2 {
-            results.push(scenarios::run(&progress, "rolling-restart", scenarios::rolling_restart::run(&mut ctx)).await.0);
+            results.push(
+                scenarios::run(
+                    &progress,
+                    "rolling-restart",
+                    scenarios::rolling_restart::run(&mut ctx),
+                )
+                .await
+                .0,
+            );
         } else {
-            results.push(ScenarioResult::skipped("rolling-restart", "needs at least 2 nodes"));
+            results.push(ScenarioResult::skipped(
+                "rolling-restart",
+                "needs at least 2 nodes",
+            ));
         }
 
         if own_redis {
-            results.push(scenarios::run(&progress, "redis-unreachable", scenarios::redis_blackhole::run(&mut ctx)).await.0);
             results.push(
-                scenarios::run(&progress, "redis-restart-aof", scenarios::redis_restart::run(&mut ctx, Persistence::AppendOnly))
-                    .await
-                    .0,
+                scenarios::run(
+                    &progress,
+                    "redis-unreachable",
+                    scenarios::redis_blackhole::run(&mut ctx),
+                )
+                .await
+                .0,
             );
             results.push(
-                scenarios::run(&progress, "redis-restart-no-persistence", scenarios::redis_restart::run(&mut ctx, Persistence::None))
-                    .await
-                    .0,
+                scenarios::run(
+                    &progress,
+                    "redis-restart-aof",
+                    scenarios::redis_restart::run(&mut ctx, Persistence::AppendOnly),
+                )
+                .await
+                .0,
+            );
+            results.push(
+                scenarios::run(
+                    &progress,
+                    "redis-restart-no-persistence",
+                    scenarios::redis_restart::run(&mut ctx, Persistence::None),
+                )
+                .await
+                .0,
             );
         } else {
-            for name in ["redis-unreachable", "redis-restart-aof", "redis-restart-no-persistence"] {
-                results.push(ScenarioResult::skipped(name, "Redis given by --redis-url: the harness cannot stop it"));
+            for name in [
+                "redis-unreachable",
+                "redis-restart-aof",
+                "redis-restart-no-persistence",
+            ] {
+                results.push(ScenarioResult::skipped(
+                    name,
+                    "Redis given by --redis-url: the harness cannot stop it",
+                ));
             }
         }
     }
-    let any_failed = results.iter().any(|r| r.status == scenarios::Status::Failed);
+    let any_failed = results
+        .iter()
+        .any(|r| r.status == scenarios::Status::Failed);
     if any_failed {
         cluster.keep_logs();
     }
@@ -87,7 +166,11 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
     let scale = if options.scale.is_empty() {
         Vec::new()
     } else {
-        let duration = if options.quick { Duration::from_secs(2) } else { Duration::from_secs(5) };
+        let duration = if options.quick {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(5)
+        };
         scale::measure(&options.cluster, &options.scale, duration, &progress).await?
     };
     progress.finish();
@@ -102,7 +185,10 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
         scenarios: results,
         scale,
     };
-    let report = Report { passed: report.failed().count() == 0, ..report };
+    let report = Report {
+        passed: report.failed().count() == 0,
+        ..report
+    };
     print_table(&report);
     if any_failed {
         println!("logs of every process kept in {}", log_dir.display());
@@ -112,7 +198,11 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
         println!("report: {}", path.display());
         if let Some((victim, load)) = &kill_timeline {
             let svg = timeline_path(path);
-            write_timeline(load, &format!("SIGKILL {victim} under load: requests per 100 ms"), &svg)?;
+            write_timeline(
+                load,
+                &format!("SIGKILL {victim} under load: ok and failed requests/s, per 100 ms"),
+                &svg,
+            )?;
             println!("timeline: {}", svg.display());
         }
     }

@@ -28,12 +28,19 @@ fn verify_quick_passes_on_three_nodes() {
     let printed = std::fs::read_to_string(&stdout).unwrap_or_default();
     println!("{printed}");
     let status = status.expect("clusterctl verify --quick finished within 150 s");
-    assert!(status.success(), "clusterctl verify failed ({status}):\n{printed}");
+    assert!(
+        status.success(),
+        "clusterctl verify failed ({status}):\n{printed}"
+    );
 
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json["passed"], true);
     let scenarios = json["scenarios"].as_array().unwrap();
-    let names: Vec<&str> = scenarios.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
         [
@@ -47,6 +54,12 @@ fn verify_quick_passes_on_three_nodes() {
             "redis-restart-no-persistence"
         ]
     );
-    assert!(scenarios.iter().all(|s| s["status"] == "passed"), "{printed}");
-    assert!(out.path().join("report-sigkill.svg").exists(), "the SIGKILL timeline is written next to the report");
+    assert!(
+        scenarios.iter().all(|s| s["status"] == "passed"),
+        "{printed}"
+    );
+    assert!(
+        out.path().join("report-sigkill.svg").exists(),
+        "the SIGKILL timeline is written next to the report"
+    );
 }

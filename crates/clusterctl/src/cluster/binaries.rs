@@ -34,7 +34,11 @@ impl Binaries {
         };
         let node = sibling(&dir, "cluster-app")?;
         let lb = sibling(&dir, "cluster-lb")?;
-        let redis = if need_redis { Some(redis_server(redis_bin)?) } else { None };
+        let redis = if need_redis {
+            Some(redis_server(redis_bin)?)
+        } else {
+            None
+        };
         Ok(Binaries { node, lb, redis })
     }
 }

@@ -63,9 +63,13 @@ impl Supervised {
             .stderr(log)
             .process_group(0);
         die_with_parent(&mut command);
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start {} ({})", self.spec.name, self.spec.program.display()))?;
+        let child = command.spawn().with_context(|| {
+            format!(
+                "cannot start {} ({})",
+                self.spec.name,
+                self.spec.program.display()
+            )
+        })?;
         self.child = Some(child);
         Ok(())
     }
@@ -106,7 +110,10 @@ impl Supervised {
 
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|child| child.try_wait()), Some(Ok(None)))
+        matches!(
+            self.child.as_mut().map(|child| child.try_wait()),
+            Some(Ok(None))
+        )
     }
 }
 

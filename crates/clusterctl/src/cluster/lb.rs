@@ -60,8 +60,16 @@ impl Lb {
             log: log_dir.join("lb.log"),
         };
         let process = Supervised::start(spec)?;
-        let admin = LbAdmin { base: format!("http://{admin_listen}"), token: admin_token.into(), http };
-        Ok(Lb { listen, admin, _process: process })
+        let admin = LbAdmin {
+            base: format!("http://{admin_listen}"),
+            token: admin_token.into(),
+            http,
+        };
+        Ok(Lb {
+            listen,
+            admin,
+            _process: process,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -76,7 +84,12 @@ impl Lb {
         })
         .await;
         if all_up.is_none() {
-            let seen = self.admin.backends().await.map(|b| format!("{b:?}")).unwrap_or_else(|e| e.to_string());
+            let seen = self
+                .admin
+                .backends()
+                .await
+                .map(|b| format!("{b:?}"))
+                .unwrap_or_else(|e| e.to_string());
             bail!("cluster-lb did not report every backend up within {limit:?}: {seen}");
         }
         Ok(())
@@ -90,6 +103,9 @@ pub struct Backend {
     pub state: String,
     #[serde(default)]
     pub in_flight: u64,
+    /// The LB's latency estimate, which its power-of-two-choices compares.
+    #[serde(default)]
+    pub ewma_ms: f64,
 }
 
 #[derive(Deserialize)]
@@ -111,7 +127,11 @@ impl LbAdmin {
     }
 
     pub async fn backends(&self) -> anyhow::Result<Vec<Backend>> {
-        let response = self.http.get(format!("{}/backends", self.base)).send().await?;
+        let response = self
+            .http
+            .get(format!("{}/backends", self.base))
+            .send()
+            .await?;
         let list: BackendList = response.error_for_status()?.json().await?;
         Ok(list.backends)
     }
@@ -133,7 +153,8 @@ impl LbAdmin {
     }
 
     pub async fn add(&self, address: &str) -> anyhow::Result<()> {
-        self.post("/backends", Some(serde_json::json!({ "address": address }))).await
+        self.post("/backends", Some(serde_json::json!({ "address": address })))
+            .await
     }
 
     pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
@@ -148,7 +169,10 @@ impl LbAdmin {
     }
 
     async fn post(&self, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<()> {
-        let mut request = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token);
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
         }

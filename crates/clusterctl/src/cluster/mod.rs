@@ -137,7 +137,13 @@ impl Cluster {
     /// Starts a node that is not behind the LB (scenarios add it themselves
     /// when they want to), with its own settings.
     pub fn start_extra_node(&self, id: &str, settings: &NodeSettings) -> anyhow::Result<Node> {
-        Node::start(&self.binaries.node, id, free_port()?, settings, self.workdir.path())
+        Node::start(
+            &self.binaries.node,
+            id,
+            free_port()?,
+            settings,
+            self.workdir.path(),
+        )
     }
 }
 

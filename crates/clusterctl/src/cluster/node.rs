@@ -64,7 +64,11 @@ impl Node {
             ],
             log: log_dir.join(format!("{id}.log")),
         };
-        Ok(Node { id: id.to_string(), addr, process: Supervised::start(spec)? })
+        Ok(Node {
+            id: id.to_string(),
+            addr,
+            process: Supervised::start(spec)?,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -76,7 +80,11 @@ impl Node {
     }
 
     /// Waits until GET /readyz answers 200; returns how long that took.
-    pub async fn wait_ready(&mut self, http: &reqwest::Client, limit: Duration) -> anyhow::Result<Duration> {
+    pub async fn wait_ready(
+        &mut self,
+        http: &reqwest::Client,
+        limit: Duration,
+    ) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let url = format!("{}/readyz", self.url());
         let ready = wait_until(limit, Duration::from_millis(10), || async {
@@ -85,7 +93,11 @@ impl Node {
         })
         .await;
         if ready.is_none() {
-            let state = if self.process.is_running() { "running" } else { "exited" };
+            let state = if self.process.is_running() {
+                "running"
+            } else {
+                "exited"
+            };
             bail!(
                 "{} ({state}) was not ready within {limit:?}; see {}",
                 self.id,

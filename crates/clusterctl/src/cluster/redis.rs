@@ -57,7 +57,12 @@ impl ManagedRedis {
     /// Starts `redis-server` on `port`, keeping its files in `dir`, and waits for PING.
     pub async fn start(program: &Path, port: u16, dir: &Path) -> anyhow::Result<ManagedRedis> {
         let process = Supervised::start(spec(program, port, dir, Persistence::None))?;
-        let redis = ManagedRedis { program: program.to_path_buf(), port, dir: dir.to_path_buf(), process };
+        let redis = ManagedRedis {
+            program: program.to_path_buf(),
+            port,
+            dir: dir.to_path_buf(),
+            process,
+        };
         redis.wait_up(Duration::from_secs(10)).await?;
         Ok(redis)
     }
@@ -92,7 +97,10 @@ impl ManagedRedis {
 
     async fn wait_up(&self, limit: Duration) -> anyhow::Result<()> {
         let port = self.port;
-        if wait_until(limit, Duration::from_millis(10), || ping(port)).await.is_none() {
+        if wait_until(limit, Duration::from_millis(10), || ping(port))
+            .await
+            .is_none()
+        {
             bail!("redis-server on port {port} did not answer PING within {limit:?}");
         }
         Ok(())
@@ -108,13 +116,20 @@ fn spec(program: &Path, port: u16, dir: &Path, persistence: Persistence) -> Chil
         name: format!("redis-server :{port}"),
         program: program.to_path_buf(),
         args: [
-            "--port", &port.to_string(),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--daemonize", "no",
-            "--appendonly", appendonly,
-            "--appendfsync", "always",
-            "--dir", &dir.display().to_string(),
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--appendonly",
+            appendonly,
+            "--appendfsync",
+            "always",
+            "--dir",
+            &dir.display().to_string(),
         ]
         .map(String::from)
         .to_vec(),
@@ -132,5 +147,8 @@ pub async fn ping(port: u16) -> Option<()> {
         stream.read_exact(&mut reply).await.ok()?;
         (&reply == b"+PONG\r\n").then_some(())
     };
-    tokio::time::timeout(Duration::from_millis(200), attempt).await.ok().flatten()
+    tokio::time::timeout(Duration::from_millis(200), attempt)
+        .await
+        .ok()
+        .flatten()
 }

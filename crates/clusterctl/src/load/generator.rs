@@ -44,7 +44,12 @@ impl LoadRun {
         let started = Instant::now();
         let (stop, stopped) = watch::channel(false);
         let sender = tokio::spawn(send_loop(http, plan, ledger.clone(), started, stopped));
-        LoadRun { ledger, started, stop, sender }
+        LoadRun {
+            ledger,
+            started,
+            stop,
+            sender,
+        }
     }
 
     /// Time since the load started: the clock of the ledger and the timeline.
@@ -96,7 +101,9 @@ impl LoadRun {
 fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
     // A panicking request task cannot leave the counters half-updated (each
     // update is a few integer operations), so a poisoned lock is still usable.
-    ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    ledger
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn send_loop(
@@ -126,7 +133,10 @@ async fn send_loop(
         } else {
             Kind::Read
         };
-        let cookie = plan.cookies.get(k as usize % plan.cookies.len().max(1)).cloned();
+        let cookie = plan
+            .cookies
+            .get(k as usize % plan.cookies.len().max(1))
+            .cloned();
         let ticket = lock(&ledger).send(kind, started.elapsed());
         let (http, plan, ledger) = (http.clone(), plan.clone(), ledger.clone());
         requests.spawn(async move {
@@ -162,7 +172,11 @@ async fn one_request(
     if response.bytes().await.is_err() {
         return (Outcome::FailedTransport, node);
     }
-    let outcome = if status.is_success() { Outcome::Ok } else { Outcome::FailedStatus(status.as_u16()) };
+    let outcome = if status.is_success() {
+        Outcome::Ok
+    } else {
+        Outcome::FailedStatus(status.as_u16())
+    };
     (outcome, node)
 }
 
@@ -205,15 +219,15 @@ mod tests {
                         let books = books.clone();
                         async move {
                             let n = books.received.fetch_add(1, Ordering::SeqCst) + 1;
-                            if n % 13 == 0 {
+                            if n.is_multiple_of(13) {
                                 books.stalled.fetch_add(1, Ordering::SeqCst);
                                 tokio::time::sleep(Duration::from_secs(10)).await;
                             }
-                            if n % 7 == 0 {
+                            if n.is_multiple_of(7) {
                                 books.dropped.fetch_add(1, Ordering::SeqCst);
                                 return Err("drop the connection");
                             }
-                            let status = if n % 4 == 0 {
+                            let status = if n.is_multiple_of(4) {
                                 books.answered_500.fetch_add(1, Ordering::SeqCst);
                                 500
                             } else {
@@ -241,7 +255,10 @@ mod tests {
     async fn every_request_is_counted_exactly_once_as_the_server_saw_it() {
         let books = Arc::new(ServerBooks::default());
         let addr = misbehaving_server(books.clone()).await;
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
         let plan = LoadPlan {
             base_url: format!("http://{addr}"),
             rate_per_sec: 200,

@@ -160,7 +160,9 @@ impl Default for Ledger {
 
 impl Ledger {
     pub fn new() -> Ledger {
-        let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid");
+        let histogram = || {
+            Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
+        };
         Ledger {
             reads: Counts::default(),
             writes: Counts::default(),
@@ -179,11 +181,21 @@ impl Ledger {
         counts.sent += 1;
         counts.in_flight += 1;
         self.bucket(at).sent += 1;
-        Ticket { kind, phase: self.phase, sent_at: at }
+        Ticket {
+            kind,
+            phase: self.phase,
+            sent_at: at,
+        }
     }
 
     /// Records how the request of `ticket` ended at `at`.
-    pub fn finish(&mut self, ticket: Ticket, outcome: Outcome, served_by: Option<&str>, at: Duration) {
+    pub fn finish(
+        &mut self,
+        ticket: Ticket,
+        outcome: Outcome,
+        served_by: Option<&str>,
+        at: Duration,
+    ) {
         let counts = self.counts_mut(ticket.kind);
         counts.in_flight -= 1;
         match outcome {
@@ -229,12 +241,19 @@ impl Ledger {
 
     /// When `node` last answered successfully.
     pub fn last_served(&self, node: &str) -> Option<Duration> {
-        self.served.get(node).and_then(|times| times.last().copied())
+        self.served
+            .get(node)
+            .and_then(|times| times.last().copied())
     }
 
     /// The first successful answer of `node` at or after `since`.
     pub fn first_served_since(&self, node: &str, since: Duration) -> Option<Duration> {
-        self.served.get(node)?.iter().copied().filter(|t| *t >= since).min()
+        self.served
+            .get(node)?
+            .iter()
+            .copied()
+            .filter(|t| *t >= since)
+            .min()
     }
 
     /// Successful answers of `node` at or after `since`.
@@ -268,7 +287,11 @@ impl Ledger {
             reads: self.reads,
             writes: self.writes,
             latency,
-            served_by: self.served.iter().map(|(node, times)| (node.clone(), times.len() as u64)).collect(),
+            served_by: self
+                .served
+                .iter()
+                .map(|(node, times)| (node.clone(), times.len() as u64))
+                .collect(),
             failures: self.failures.clone(),
             marks: self.marks.clone(),
             timeline: self.timeline.clone(),
@@ -302,7 +325,12 @@ mod tests {
     #[test]
     fn every_outcome_lands_in_exactly_one_counter() {
         let mut ledger = Ledger::new();
-        let outcomes = [Outcome::Ok, Outcome::FailedStatus(502), Outcome::FailedTransport, Outcome::Ok];
+        let outcomes = [
+            Outcome::Ok,
+            Outcome::FailedStatus(502),
+            Outcome::FailedTransport,
+            Outcome::Ok,
+        ];
         for (i, outcome) in outcomes.into_iter().enumerate() {
             let ticket = ledger.send(Kind::Read, ms(i as u64));
             ledger.finish(ticket, outcome, Some("node1"), ms(i as u64 + 1));
@@ -310,7 +338,13 @@ mod tests {
         let reads = ledger.summary(ms(0)).reads;
         assert_eq!(
             reads,
-            Counts { sent: 4, ok: 2, failed_status: 1, failed_transport: 1, in_flight: 0 }
+            Counts {
+                sent: 4,
+                ok: 2,
+                failed_status: 1,
+                failed_transport: 1,
+                in_flight: 0
+            }
         );
         assert_eq!(ledger.summary(ms(0)).writes, Counts::default());
     }
@@ -325,7 +359,9 @@ mod tests {
             let ticket = ledger.send(kind, ms(i));
             match i {
                 _ if i % 3 == 0 => open.push(ticket),
-                _ if i % 5 == 0 => ledger.finish(ticket, Outcome::FailedStatus(503), None, ms(i + 2)),
+                _ if i % 5 == 0 => {
+                    ledger.finish(ticket, Outcome::FailedStatus(503), None, ms(i + 2))
+                }
                 _ => ledger.finish(ticket, Outcome::Ok, Some("node2"), ms(i + 2)),
             }
             let summary = ledger.summary(ms(i));
@@ -347,7 +383,16 @@ mod tests {
             ledger.finish(ticket, Outcome::FailedTransport, None, ms(400));
         }
         let total = ledger.summary(ms(400)).total;
-        assert_eq!(total, Counts { sent: 300, ok: 160, failed_status: 40, failed_transport: 100, in_flight: 0 });
+        assert_eq!(
+            total,
+            Counts {
+                sent: 300,
+                ok: 160,
+                failed_status: 40,
+                failed_transport: 100,
+                in_flight: 0
+            }
+        );
     }
 
     #[test]
@@ -361,9 +406,21 @@ mod tests {
         assert_eq!(
             timeline,
             vec![
-                Bucket { sent: 1, ok: 0, failed: 0 },
-                Bucket { sent: 1, ok: 0, failed: 0 },
-                Bucket { sent: 0, ok: 1, failed: 1 },
+                Bucket {
+                    sent: 1,
+                    ok: 0,
+                    failed: 0
+                },
+                Bucket {
+                    sent: 1,
+                    ok: 0,
+                    failed: 0
+                },
+                Bucket {
+                    sent: 0,
+                    ok: 1,
+                    failed: 1
+                },
             ]
         );
     }

@@ -40,6 +40,9 @@ impl Report {
 
 /// `report.json` -> `report-sigkill.svg`, in the same directory.
 pub fn timeline_path(report: &Path) -> PathBuf {
-    let stem = report.file_stem().and_then(|s| s.to_str()).unwrap_or("report");
+    let stem = report
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("report");
     report.with_file_name(format!("{stem}-sigkill.svg"))
 }

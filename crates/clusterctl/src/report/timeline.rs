@@ -11,12 +11,25 @@ use crate::load::LoadSummary;
 pub fn write_timeline(load: &LoadSummary, title: &str, path: &Path) -> anyhow::Result<()> {
     let per_second = 1000.0 / BUCKET.as_millis() as f64;
     let seconds = |index: usize| index as f64 * BUCKET.as_secs_f64();
-    let ok: Vec<(f64, f64)> =
-        load.timeline.iter().enumerate().map(|(i, b)| (seconds(i), b.ok as f64 * per_second)).collect();
-    let failed: Vec<(f64, f64)> =
-        load.timeline.iter().enumerate().map(|(i, b)| (seconds(i), b.failed as f64 * per_second)).collect();
+    let ok: Vec<(f64, f64)> = load
+        .timeline
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (seconds(i), b.ok as f64 * per_second))
+        .collect();
+    let failed: Vec<(f64, f64)> = load
+        .timeline
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (seconds(i), b.failed as f64 * per_second))
+        .collect();
     let x_max = seconds(load.timeline.len()).max(1.0);
-    let y_max = ok.iter().chain(&failed).map(|(_, y)| *y).fold(10.0, f64::max) * 1.15;
+    let y_max = ok
+        .iter()
+        .chain(&failed)
+        .map(|(_, y)| *y)
+        .fold(10.0, f64::max)
+        * 1.15;
 
     let root = SVGBackend::new(path, (960, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
@@ -49,7 +62,11 @@ pub fn write_timeline(load: &LoadSummary, title: &str, path: &Path) -> anyhow::R
             .draw_series(LineSeries::new([(x, 0.0), (x, y_max)], BLACK.mix(0.5)))
             .map_err(plot_error)?;
         chart
-            .draw_series([Text::new(mark.label.clone(), (x, y_max * 0.97), ("sans-serif", 12))])
+            .draw_series([Text::new(
+                mark.label.clone(),
+                (x, y_max * 0.97),
+                ("sans-serif", 12),
+            )])
             .map_err(plot_error)?;
     }
     chart

@@ -26,17 +26,35 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
     ctx.progress.step("log in through the LB");
     let (mut session, login) = Session::login(&http, &ctx.lb_url(), "alice").await?;
 
-    let nodes: Vec<(String, String)> =
-        ctx.cluster.nodes.iter().map(|node| (node.id.clone(), node.url())).collect();
+    let nodes: Vec<(String, String)> = ctx
+        .cluster
+        .nodes
+        .iter()
+        .map(|node| (node.id.clone(), node.url()))
+        .collect();
     let mut matrix = vec![vec![false; nodes.len()]; nodes.len()];
     let mut notes = Vec::new();
     for (i, (writer, writer_url)) in nodes.iter().enumerate() {
         for (j, (reader, reader_url)) in nodes.iter().enumerate() {
-            ctx.progress.step(&format!("write on {writer}, read on {reader}"));
+            ctx.progress
+                .step(&format!("write on {writer}, read on {reader}"));
             let key = format!("w{i}r{j}");
-            let written = session.put_item(&http, writer_url, &key, json!({ "by": writer })).await?;
-            let read = session.send(&http, reqwest::Method::GET, reader_url, "/session/items", None).await?;
-            let seen = read.body.pointer(&format!("/items/{key}/by")).and_then(|v| v.as_str());
+            let written = session
+                .put_item(&http, writer_url, &key, json!({ "by": writer }))
+                .await?;
+            let read = session
+                .send(
+                    &http,
+                    reqwest::Method::GET,
+                    reader_url,
+                    "/session/items",
+                    None,
+                )
+                .await?;
+            let seen = read
+                .body
+                .pointer(&format!("/items/{key}/by"))
+                .and_then(|v| v.as_str());
             let ok = written.is_ok() && read.is_ok() && seen == Some(writer.as_str());
             if !ok {
                 notes.push(format!(
@@ -52,7 +70,12 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
     let cells = nodes.len() * nodes.len();
     let cells_ok = matrix.iter().flatten().filter(|ok| **ok).count();
     let checks = vec![
-        Check::new("write on i, read on j (all pairs)", cells, cells_ok, cells_ok == cells),
+        Check::new(
+            "write on i, read on j (all pairs)",
+            cells,
+            cells_ok,
+            cells_ok == cells,
+        ),
         Check::new(
             "still logged in as alice via the LB",
             "alice",
@@ -61,7 +84,10 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
         ),
     ];
     Ok(Outcome {
-        summary: format!("{cells_ok}/{cells} cells of the {0}x{0} matrix", nodes.len()),
+        summary: format!(
+            "{cells_ok}/{cells} cells of the {0}x{0} matrix",
+            nodes.len()
+        ),
         figures: Figures {
             nodes: nodes.into_iter().map(|(id, _)| id).collect(),
             login_served_by: login.served_by,

@@ -34,8 +34,14 @@ pub struct Pace {
 
 impl Pace {
     /// `--quick`: enough requests to see a failure, done in seconds.
-    pub const QUICK: Pace = Pace { rate: 60, steady: Duration::from_millis(1500) };
-    pub const FULL: Pace = Pace { rate: 300, steady: Duration::from_secs(5) };
+    pub const QUICK: Pace = Pace {
+        rate: 60,
+        steady: Duration::from_millis(1500),
+    };
+    pub const FULL: Pace = Pace {
+        rate: 300,
+        steady: Duration::from_secs(5),
+    };
 }
 
 /// What every scenario gets: the cluster, the pace, a place to say what it does.
@@ -54,7 +60,12 @@ impl Context<'_> {
     pub async fn login_users(&self, prefix: &str, count: usize) -> anyhow::Result<Vec<Session>> {
         let mut sessions = Vec::with_capacity(count);
         for index in 1..=count {
-            let (session, _) = Session::login(&self.cluster.http, &self.lb_url(), &format!("{prefix}{index}")).await?;
+            let (session, _) = Session::login(
+                &self.cluster.http,
+                &self.lb_url(),
+                &format!("{prefix}{index}"),
+            )
+            .await?;
             sessions.push(session);
         }
         Ok(sessions)
@@ -67,7 +78,10 @@ impl Context<'_> {
             base_url: self.lb_url(),
             rate_per_sec: self.pace.rate,
             max_duration,
-            cookies: sessions.iter().filter_map(|s| s.cookie().map(str::to_string)).collect(),
+            cookies: sessions
+                .iter()
+                .filter_map(|s| s.cookie().map(str::to_string))
+                .collect(),
             write_every: 10,
         };
         LoadRun::start(self.cluster.http.clone(), plan)
@@ -89,7 +103,12 @@ pub struct Check {
 
 impl Check {
     pub fn new(what: &str, expected: impl ToString, actual: impl ToString, passed: bool) -> Check {
-        Check { what: what.into(), expected: expected.to_string(), actual: actual.to_string(), passed }
+        Check {
+            what: what.into(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+            passed,
+        }
     }
 }
 
@@ -126,7 +145,11 @@ pub struct Outcome<F> {
 
 impl<F: Serialize> Outcome<F> {
     pub fn into_result(self, name: &str, duration: Duration) -> ScenarioResult {
-        let status = if self.checks.iter().all(|c| c.passed) { Status::Passed } else { Status::Failed };
+        let status = if self.checks.iter().all(|c| c.passed) {
+            Status::Passed
+        } else {
+            Status::Failed
+        };
         ScenarioResult {
             name: name.into(),
             status,
@@ -168,7 +191,11 @@ impl ScenarioResult {
 }
 
 /// Runs one scenario with progress output and turns any error into a failed result.
-pub async fn run<F, Fut>(progress: &Progress, name: &str, scenario: Fut) -> (ScenarioResult, Option<F>)
+pub async fn run<F, Fut>(
+    progress: &Progress,
+    name: &str,
+    scenario: Fut,
+) -> (ScenarioResult, Option<F>)
 where
     F: Serialize + Clone,
     Fut: std::future::Future<Output = anyhow::Result<Outcome<F>>>,
@@ -180,7 +207,10 @@ where
             let figures = outcome.figures.clone();
             (outcome.into_result(name, started.elapsed()), Some(figures))
         }
-        Err(error) => (ScenarioResult::errored(name, &error, started.elapsed()), None),
+        Err(error) => (
+            ScenarioResult::errored(name, &error, started.elapsed()),
+            None,
+        ),
     };
     progress.end(name, result.status, &result.summary);
     (result, figures)
@@ -191,7 +221,11 @@ pub fn failure_notes(load: &crate::load::LoadSummary) -> Vec<String> {
     if load.failures.is_empty() {
         return Vec::new();
     }
-    let parts: Vec<String> = load.failures.iter().map(|(what, n)| format!("{n} x {what}")).collect();
+    let parts: Vec<String> = load
+        .failures
+        .iter()
+        .map(|(what, n)| format!("{n} x {what}"))
+        .collect();
     vec![format!("failures: {}", parts.join(", "))]
 }
 

@@ -40,15 +40,26 @@ pub async fn run(ctx: &mut Context<'_>, victim_index: usize) -> anyhow::Result<O
     let victim_addr = ctx.cluster.nodes[victim_index].addr.clone();
     let admin = ctx.cluster.lb.admin.clone();
 
-    ctx.progress.step("log in 4 users, give one of them a session item");
+    ctx.progress
+        .step("log in 4 users, give one of them a session item");
     let mut sessions = ctx.login_users("kill-user", 4).await?;
     let mut witness = sessions[0].clone();
-    witness.put_item(&http, &ctx.lb_url(), "proof", serde_json::json!("survives a crash")).await?;
+    witness
+        .put_item(
+            &http,
+            &ctx.lb_url(),
+            "proof",
+            serde_json::json!("survives a crash"),
+        )
+        .await?;
     sessions[0] = witness.clone();
 
     let steady = ctx.pace.steady;
     let load = ctx.start_load(&sessions, steady * 2 + Duration::from_secs(6));
-    ctx.progress.step(&format!("{} req/s through the LB for {steady:?}", ctx.pace.rate));
+    ctx.progress.step(&format!(
+        "{} req/s through the LB for {steady:?}",
+        ctx.pace.rate
+    ));
     tokio::time::sleep(steady).await;
 
     ctx.progress.step(&format!("SIGKILL {victim}"));
@@ -59,10 +70,14 @@ pub async fn run(ctx: &mut Context<'_>, victim_index: usize) -> anyhow::Result<O
     load.set_phase(Phase::During);
 
     ctx.progress.step("wait for the LB to take it out");
-    let marked_down = wait_until(Duration::from_secs(5), Duration::from_millis(10), || async {
-        let backend = admin.backend(&victim_addr).await.ok()?;
-        (backend.state != "up").then(|| killed_at.elapsed())
-    })
+    let marked_down = wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || async {
+            let backend = admin.backend(&victim_addr).await.ok()?;
+            (backend.state != "up").then(|| killed_at.elapsed())
+        },
+    )
     .await;
     if let Some(after) = marked_down {
         load.mark(&format!("LB: {victim} out ({})", ms(after)));
@@ -70,7 +85,8 @@ pub async fn run(ctx: &mut Context<'_>, victim_index: usize) -> anyhow::Result<O
     load.set_phase(Phase::After);
     let last_served = load.inspect(|ledger| ledger.last_served(&victim));
     let kill_at = Duration::from_millis(kill_mark.at_ms);
-    ctx.progress.step(&format!("keep the load on for {steady:?}"));
+    ctx.progress
+        .step(&format!("keep the load on for {steady:?}"));
     tokio::time::sleep(steady).await;
     let summary = load.finish(GRACE).await;
 
@@ -95,19 +111,34 @@ pub async fn run(ctx: &mut Context<'_>, victim_index: usize) -> anyhow::Result<O
             marked_down.map(ms).unwrap_or_else(|| "never".into()),
             marked_down.is_some(),
         ),
-        Check::new("requests left hanging", 0, summary.total.in_flight, summary.total.in_flight == 0),
+        Check::new(
+            "requests left hanging",
+            0,
+            summary.total.in_flight,
+            summary.total.in_flight == 0,
+        ),
         Check::new(
             "sent = ok + failed + in flight",
             summary.total.sent,
             summary.total.ok + summary.total.failed() + summary.total.in_flight,
             summary.total.balances(),
         ),
-        Check::new("session intact afterwards", "user + item", session_intact, session_intact),
+        Check::new(
+            "session intact afterwards",
+            "user + item",
+            session_intact,
+            session_intact,
+        ),
     ];
     if summary.total.sent == 0 {
         checks.push(Check::new("requests sent", "> 0", 0, false));
     }
-    let p = |phase| summary.latency(phase).map(|l| format!("{:.1}/{:.1}", l.p50_ms, l.p99_ms)).unwrap_or_default();
+    let p = |phase| {
+        summary
+            .latency(phase)
+            .map(|l| format!("{:.1}/{:.1}", l.p50_ms, l.p99_ms))
+            .unwrap_or_default()
+    };
     let headline = format!(
         "{} sent, GET fail {failed_reads}, POST fail {failed_writes} (<= {writes_in_flight_at_kill}), out after {}, p50/p99 ms {} | {} | {}",
         summary.total.sent,
@@ -126,7 +157,8 @@ pub async fn run(ctx: &mut Context<'_>, victim_index: usize) -> anyhow::Result<O
             writes_in_flight_at_kill,
             lb_in_flight_at_kill,
             lb_marked_down_ms: marked_down.map(|d| d.as_millis() as u64),
-            last_served_before_kill_ms: last_served.map(|at| kill_at.saturating_sub(at).as_millis() as u64),
+            last_served_before_kill_ms: last_served
+                .map(|at| kill_at.saturating_sub(at).as_millis() as u64),
             session_intact,
             load: summary,
         },

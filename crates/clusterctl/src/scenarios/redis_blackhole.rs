@@ -40,13 +40,17 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
     let redis_port = ctx.cluster.redis.managed().context(NEEDS_OWN_REDIS)?.port();
     let proxy = Blackhole::start(SocketAddr::from(([127, 0, 0, 1], redis_port))).await?;
 
-    ctx.progress.step("start a node whose Redis goes through the proxy, add it to the LB");
+    ctx.progress
+        .step("start a node whose Redis goes through the proxy, add it to the LB");
     let mut settings = ctx.cluster.settings.clone();
     settings.redis_url = proxy.redis_url();
     let mut node = ctx.cluster.start_extra_node("partitioned", &settings)?;
     node.wait_ready(&http, Duration::from_secs(20)).await?;
     admin.add(&node.addr).await?;
-    if !admin.wait_state(&node.addr, "up", Duration::from_secs(5)).await {
+    if !admin
+        .wait_state(&node.addr, "up", Duration::from_secs(5))
+        .await
+    {
         bail!("the LB did not report the added node up within 5 s");
     }
     let outcome = partition(ctx, &proxy, &node.id, &node.url(), &node.addr).await;
@@ -94,16 +98,36 @@ async fn partition(
 
     let slack = Duration::from_millis(500);
     let checks = vec![
-        Check::new("node answers 503 while cut", 503, while_cut.status, while_cut.status == 503),
+        Check::new(
+            "node answers 503 while cut",
+            503,
+            while_cut.status,
+            while_cut.status == 503,
+        ),
         Check::new(
             "within its Redis timeout (+0.5 s)",
             format!("<= {}", ms(timeout + slack)),
             ms(while_cut.elapsed),
             while_cut.elapsed <= timeout + slack,
         ),
-        Check::new("LB takes it out via /readyz", "< 5 s", out.map(ms).unwrap_or_else(|| "never".into()), out.is_some()),
-        Check::new("LB brings it back after the heal", "< 5 s", back.map(ms).unwrap_or_else(|| "never".into()), back.is_some()),
-        Check::new("node answers 200 after the heal", 200, after_heal.status, after_heal.is_ok()),
+        Check::new(
+            "LB takes it out via /readyz",
+            "< 5 s",
+            out.map(ms).unwrap_or_else(|| "never".into()),
+            out.is_some(),
+        ),
+        Check::new(
+            "LB brings it back after the heal",
+            "< 5 s",
+            back.map(ms).unwrap_or_else(|| "never".into()),
+            back.is_some(),
+        ),
+        Check::new(
+            "node answers 200 after the heal",
+            200,
+            after_heal.status,
+            after_heal.is_ok(),
+        ),
     ];
     Ok(Outcome {
         summary: format!(
@@ -144,9 +168,13 @@ async fn admin_wait(
     want: bool,
     since: Instant,
 ) -> Option<Duration> {
-    crate::cluster::wait_until(Duration::from_secs(5), Duration::from_millis(10), || async {
-        let backend = admin.backend(addr).await.ok()?;
-        ((backend.state == state) == want).then(|| since.elapsed())
-    })
+    crate::cluster::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || async {
+            let backend = admin.backend(addr).await.ok()?;
+            ((backend.state == state) == want).then(|| since.elapsed())
+        },
+    )
     .await
 }

@@ -31,25 +31,35 @@ const FAST: Duration = Duration::from_millis(1000);
 const RECOVERY: Duration = Duration::from_secs(1);
 pub const NEEDS_OWN_REDIS: &str = "needs the harness's own redis-server (not --redis-url)";
 
-pub async fn run(ctx: &mut Context<'_>, persistence: Persistence) -> anyhow::Result<Outcome<Figures>> {
+pub async fn run(
+    ctx: &mut Context<'_>,
+    persistence: Persistence,
+) -> anyhow::Result<Outcome<Figures>> {
     let http = ctx.cluster.http.clone();
     let nodes: Vec<String> = ctx.cluster.nodes.iter().map(|node| node.url()).collect();
     let redis = ctx.cluster.redis.managed().context(NEEDS_OWN_REDIS)?;
 
-    ctx.progress.step(&format!("restart Redis with persistence {persistence:?}"));
+    ctx.progress
+        .step(&format!("restart Redis with persistence {persistence:?}"));
     redis.kill();
     redis.wipe()?;
     redis.start_again(persistence).await?;
     let lb = ctx.cluster.lb.url();
-    wait_until(Duration::from_secs(5), Duration::from_millis(20), || async {
-        let reply = Session::new().whoami(&http, &lb).await.ok()?;
-        reply.is_ok().then_some(())
-    })
+    wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || async {
+            let reply = Session::new().whoami(&http, &lb).await.ok()?;
+            reply.is_ok().then_some(())
+        },
+    )
     .await;
 
     ctx.progress.step("log in, store an item");
     let (mut session, _) = Session::login(&http, &lb, "carol").await?;
-    session.put_item(&http, &lb, "cart", serde_json::json!(["book"])).await?;
+    session
+        .put_item(&http, &lb, "cart", serde_json::json!(["book"]))
+        .await?;
 
     ctx.progress.step("SIGKILL Redis, ask every node");
     let redis = ctx.cluster.redis.managed().context(NEEDS_OWN_REDIS)?;
@@ -62,31 +72,53 @@ pub async fn run(ctx: &mut Context<'_>, persistence: Persistence) -> anyhow::Res
         slowest = slowest.max(reply.elapsed);
     }
 
-    ctx.progress.step("start Redis again, wait for 200 on every node");
+    ctx.progress
+        .step("start Redis again, wait for 200 on every node");
     redis.start_again(persistence).await?;
     let back = Instant::now();
     let mut recovered = true;
     for url in &nodes {
-        let ok = wait_until(Duration::from_secs(5), Duration::from_millis(10), || async {
-            let reply = session.clone().whoami(&http, url).await.ok()?;
-            reply.is_ok().then_some(())
-        })
+        let ok = wait_until(
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            || async {
+                let reply = session.clone().whoami(&http, url).await.ok()?;
+                reply.is_ok().then_some(())
+            },
+        )
         .await;
         recovered &= ok.is_some();
     }
     let recovery = recovered.then(|| back.elapsed());
 
     let reply = session.whoami(&http, &lb).await?;
-    let session_survived = reply.user() == Some("carol") && reply.body.pointer("/items/cart/0").and_then(|v| v.as_str()) == Some("book");
+    let session_survived = reply.user() == Some("carol")
+        && reply.body.pointer("/items/cart/0").and_then(|v| v.as_str()) == Some("book");
 
     let all_503 = statuses_while_down.iter().all(|s| *s == 503);
     let (expected_fate, note) = match persistence {
-        Persistence::AppendOnly => (true, "with appendonly yes + appendfsync always, sessions survive a Redis crash"),
-        Persistence::None => (false, "without persistence a Redis restart loses every session: users are logged out"),
+        Persistence::AppendOnly => (
+            true,
+            "with appendonly yes + appendfsync always, sessions survive a Redis crash",
+        ),
+        Persistence::None => (
+            false,
+            "without persistence a Redis restart loses every session: users are logged out",
+        ),
     };
     let checks = vec![
-        Check::new("503 from every node while Redis is down", "503", format!("{statuses_while_down:?}"), all_503),
-        Check::new("503 answered fast", format!("< {}", ms(FAST)), ms(slowest), slowest < FAST),
+        Check::new(
+            "503 from every node while Redis is down",
+            "503",
+            format!("{statuses_while_down:?}"),
+            all_503,
+        ),
+        Check::new(
+            "503 answered fast",
+            format!("< {}", ms(FAST)),
+            ms(slowest),
+            slowest < FAST,
+        ),
         Check::new(
             "200 on every node after Redis is back",
             format!("<= {}", ms(RECOVERY)),

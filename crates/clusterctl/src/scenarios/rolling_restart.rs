@@ -48,13 +48,18 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
         load.mark(&format!("drain {id}"));
         admin.drain(&node.addr).await?;
         // In-flight requests finish on the node; only then is it safe to stop it.
-        wait_until(Duration::from_secs(2), Duration::from_millis(10), || async {
-            let backend = admin.backend(&node.addr).await.ok()?;
-            (backend.in_flight == 0).then_some(())
-        })
+        wait_until(
+            Duration::from_secs(2),
+            Duration::from_millis(10),
+            || async {
+                let backend = admin.backend(&node.addr).await.ok()?;
+                (backend.in_flight == 0).then_some(())
+            },
+        )
         .await;
 
-        ctx.progress.step(&format!("SIGTERM {id}, wait for it to exit"));
+        ctx.progress
+            .step(&format!("SIGTERM {id}, wait for it to exit"));
         let stopping = std::time::Instant::now();
         node.terminate();
         if !node.wait_exit(Duration::from_secs(10)).await {
@@ -66,12 +71,20 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
         node.restart()?;
         let ready = node.wait_ready(&http, Duration::from_secs(20)).await?;
         admin.enable(&node.addr).await?;
-        if !admin.wait_state(&node.addr, "up", Duration::from_secs(5)).await {
+        if !admin
+            .wait_state(&node.addr, "up", Duration::from_secs(5))
+            .await
+        {
             bail!("the LB did not report {id} up within 5 s of enable");
         }
         load.mark(&format!("{id} back"));
         enabled_at.push(load.elapsed());
-        restarts.push(NodeRestart { node: id, exit_ms: exit.as_millis() as u64, ready_ms: ready.as_millis() as u64, served_after: 0 });
+        restarts.push(NodeRestart {
+            node: id,
+            exit_ms: exit.as_millis() as u64,
+            ready_ms: ready.as_millis() as u64,
+            served_after: 0,
+        });
     }
     tokio::time::sleep(ctx.pace.steady / 2).await;
     for (restart, since) in restarts.iter_mut().zip(&enabled_at) {
@@ -80,20 +93,42 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
     let summary = load.finish(GRACE).await;
 
     let failed = summary.total.failed();
-    let idle: Vec<&str> = restarts.iter().filter(|r| r.served_after == 0).map(|r| r.node.as_str()).collect();
+    let idle: Vec<&str> = restarts
+        .iter()
+        .filter(|r| r.served_after == 0)
+        .map(|r| r.node.as_str())
+        .collect();
     let checks = vec![
         Check::new("failed requests", 0, failed, failed == 0),
-        Check::new("requests left hanging", 0, summary.total.in_flight, summary.total.in_flight == 0),
+        Check::new(
+            "requests left hanging",
+            0,
+            summary.total.in_flight,
+            summary.total.in_flight == 0,
+        ),
         Check::new(
             "every node serves again after its restart",
             "all",
-            if idle.is_empty() { "all".to_string() } else { format!("not {}", idle.join(", ")) },
+            if idle.is_empty() {
+                "all".to_string()
+            } else {
+                format!("not {}", idle.join(", "))
+            },
             idle.is_empty(),
         ),
     ];
     Ok(Outcome {
-        summary: format!("{} nodes restarted, {failed} failed of {} requests", restarts.len(), summary.total.sent),
-        figures: Figures { nodes: restarts, sent: summary.total.sent, failed, in_flight_at_end: summary.total.in_flight },
+        summary: format!(
+            "{} nodes restarted, {failed} failed of {} requests",
+            restarts.len(),
+            summary.total.sent
+        ),
+        figures: Figures {
+            nodes: restarts,
+            sent: summary.total.sent,
+            failed,
+            in_flight_at_end: summary.total.in_flight,
+        },
         checks,
         notes: super::failure_notes(&summary),
     })

@@ -24,7 +24,8 @@ pub struct Figures {
 
 pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
     let http = ctx.cluster.http.clone();
-    ctx.progress.step("start a node with a different session key");
+    ctx.progress
+        .step("start a node with a different session key");
     let mut settings = ctx.cluster.settings.clone();
     settings.session_key = random_hex(64)?;
     let mut stranger = ctx.cluster.start_extra_node("other-key", &settings)?;
@@ -32,17 +33,29 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
 
     ctx.progress.step("log in through the LB, ask both");
     let (mut session, _) = Session::login(&http, &ctx.lb_url(), "bob").await?;
-    let same = session.clone().whoami(&http, &ctx.cluster.nodes[0].url()).await?;
+    let same = session
+        .clone()
+        .whoami(&http, &ctx.cluster.nodes[0].url())
+        .await?;
     let other = session.whoami(&http, &stranger.url()).await?;
 
     let same_key_user = same.user().map(str::to_string);
     let other_key_user = other.user().map(str::to_string);
     let checks = vec![
-        Check::new("a node with the shared key sees the user", "bob", same_key_user.as_deref().unwrap_or("nobody"), same_key_user.as_deref() == Some("bob")),
+        Check::new(
+            "a node with the shared key sees the user",
+            "bob",
+            same_key_user.as_deref().unwrap_or("nobody"),
+            same_key_user.as_deref() == Some("bob"),
+        ),
         Check::new(
             "a node with another key sees nobody",
             "nobody (200)",
-            format!("{} ({})", other_key_user.as_deref().unwrap_or("nobody"), other.status),
+            format!(
+                "{} ({})",
+                other_key_user.as_deref().unwrap_or("nobody"),
+                other.status
+            ),
             other.is_ok() && other_key_user.is_none(),
         ),
     ];
@@ -52,7 +65,11 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
             same_key_user.as_deref().unwrap_or("nobody"),
             other_key_user.as_deref().unwrap_or("nobody")
         ),
-        figures: Figures { same_key_user, other_key_user, other_key_status: other.status },
+        figures: Figures {
+            same_key_user,
+            other_key_user,
+            other_key_status: other.status,
+        },
         checks,
         notes: Vec::new(),
     })
