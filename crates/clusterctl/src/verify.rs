@@ -181,13 +181,9 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
         rate_per_sec: pace.rate,
         cluster_startup_ms: startup.as_millis() as u64,
         duration_ms: started.elapsed().as_millis() as u64,
-        passed: false,
+        passed: !any_failed,
         scenarios: results,
         scale,
-    };
-    let report = Report {
-        passed: report.failed().count() == 0,
-        ..report
     };
     print_table(&report);
     if any_failed {

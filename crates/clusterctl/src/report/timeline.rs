@@ -56,15 +56,17 @@ pub fn write_timeline(load: &LoadSummary, title: &str, path: &Path) -> anyhow::R
         .map_err(plot_error)?
         .label("failed")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED));
-    for mark in &load.marks {
+    for (index, mark) in load.marks.iter().enumerate() {
         let x = mark.at_ms as f64 / 1000.0;
+        // Marks often come milliseconds apart: stagger their labels downwards.
+        let label_y = y_max * (0.97 - 0.06 * (index % 4) as f64);
         chart
             .draw_series(LineSeries::new([(x, 0.0), (x, y_max)], BLACK.mix(0.5)))
             .map_err(plot_error)?;
         chart
             .draw_series([Text::new(
                 mark.label.clone(),
-                (x, y_max * 0.97),
+                (x, label_y),
                 ("sans-serif", 12),
             )])
             .map_err(plot_error)?;
@@ -73,7 +75,7 @@ pub fn write_timeline(load: &LoadSummary, title: &str, path: &Path) -> anyhow::R
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .draw()
         .map_err(plot_error)?;
     root.present().map_err(plot_error)?;

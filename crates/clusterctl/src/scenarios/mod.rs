@@ -39,7 +39,7 @@ impl Pace {
         steady: Duration::from_millis(1500),
     };
     pub const FULL: Pace = Pace {
-        rate: 300,
+        rate: 200,
         steady: Duration::from_secs(5),
     };
 }

@@ -1,0 +1,140 @@
+//! `clusterctl up` owns its children: however clusterctl ends (SIGTERM, or a
+//! SIGKILL that runs no code at all), no redis-server, node or LB survives it.
+//! And a missing redis-server is one clear line, not a panic.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use test_support::{free_port, wait_for, workspace_bin, ChildGuard};
+
+/// Starts `clusterctl up --nodes 2` and waits until it printed the URLs.
+fn start_up(out: &Path) -> ChildGuard {
+    let bin_dir = workspace_bin("cluster-app").parent().unwrap().to_path_buf();
+    workspace_bin("cluster-lb");
+    let stdout = out.join("stdout.txt");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clusterctl"));
+    command
+        .args([
+            "up",
+            "--nodes",
+            "2",
+            "--lb-port",
+            &free_port().to_string(),
+            "--bin-dir",
+        ])
+        .arg(bin_dir)
+        .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
+        .stderr(Stdio::null());
+    let clusterctl = ChildGuard::spawn("clusterctl up", &mut command);
+    let printed = wait_for(Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&stdout).ok()?;
+        text.contains("Ctrl-C stops everything").then_some(text)
+    });
+    assert!(
+        printed.is_some(),
+        "clusterctl up did not report the cluster up within 60 s"
+    );
+    clusterctl
+}
+
+/// Pids whose parent is `parent` (from /proc), that have not exited.
+fn live_children(parent: i32) -> Vec<i32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces): state, ppid, ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent) && fields[0] != "Z" {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+fn is_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+                == Some(false)
+        }
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn sigkill_of_clusterctl_leaves_no_child_behind() {
+    let out = tempfile::tempdir().unwrap();
+    let mut clusterctl = start_up(out.path());
+    let children = live_children(clusterctl.pid());
+    assert_eq!(
+        children.len(),
+        4,
+        "redis-server, 2 nodes, 1 LB: {children:?}"
+    );
+
+    clusterctl.kill();
+    let all_gone = wait_for(Duration::from_secs(5), || {
+        children.iter().all(|pid| !is_alive(*pid)).then_some(())
+    });
+    let survivors: Vec<i32> = children
+        .iter()
+        .copied()
+        .filter(|pid| is_alive(*pid))
+        .collect();
+    for pid in &survivors {
+        // SAFETY: cleaning up the processes this test made clusterctl start.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    assert!(
+        all_gone.is_some(),
+        "children outlived a SIGKILLed clusterctl: {survivors:?}"
+    );
+}
+
+#[test]
+fn sigterm_stops_every_child_and_exits_130() {
+    let out = tempfile::tempdir().unwrap();
+    let mut clusterctl = start_up(out.path());
+    let children = live_children(clusterctl.pid());
+    assert_eq!(children.len(), 4, "{children:?}");
+
+    clusterctl.signal(libc::SIGTERM);
+    let status = clusterctl
+        .wait_timeout(Duration::from_secs(10))
+        .expect("clusterctl exits on SIGTERM");
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        children.iter().all(|pid| !is_alive(*pid)),
+        "a child survived SIGTERM"
+    );
+}
+
+#[test]
+fn missing_redis_server_is_one_line_and_exit_2() {
+    let bin_dir = workspace_bin("cluster-app").parent().unwrap().to_path_buf();
+    workspace_bin("cluster-lb");
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_clusterctl"))
+        .args(["up", "--nodes", "1", "--bin-dir"])
+        .arg(bin_dir)
+        .env("PATH", empty.path())
+        .env_remove("REDIS_SERVER_BIN")
+        .env_remove("CLUSTERCTL_REDIS_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("apt-get install redis-server"), "{stderr}");
+    assert!(stderr.contains("--redis-url"), "{stderr}");
+}
