@@ -6,12 +6,22 @@
 //! `timeout`; past that the operation fails, and the middleware in
 //! [`crate::store_unavailable`] turns the failure into a fast 503.
 //!
-//! It also treats stored state that is not valid JSON as "no session" (the
-//! stock middleware would keep the broken entry under the same key), and
-//! records every operation in the metrics.
+//! Reads are done here rather than by the stock store, for speed: the stock
+//! store sends `GET` before the handler and, when nothing changed, a separate
+//! `EXPIRE` after it to slide the idle timeout; each command also takes a
+//! pooled connection, which deadpool checks with a `PING`. `load` here sends
+//! one `GETEX key EX ttl` (Redis >= 6.2), which reads and slides the timeout
+//! at once, so `update_ttl` has nothing left to do: a session read costs two
+//! round trips instead of four, with the same expiry behaviour. Writes
+//! (`save`, `update`, `delete`) are the stock store's.
+//!
+//! Stored state that is not valid JSON is treated as "no session" (the stock
+//! middleware would keep the broken entry under the same key), logged and
+//! counted. Every operation is recorded in the metrics.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_session::storage::{
@@ -27,6 +37,10 @@ type SessionState = HashMap<String, String>;
 #[derive(Clone)]
 pub struct BoundedRedisStore {
     inner: RedisSessionStore,
+    pool: deadpool_redis::Pool,
+    key_prefix: Arc<str>,
+    /// The session's idle timeout, in seconds, as `GETEX ... EX` wants it.
+    ttl_secs: u64,
     timeout: Duration,
     metrics: Metrics,
 }
@@ -37,19 +51,48 @@ impl BoundedRedisStore {
     pub async fn new(
         pool: deadpool_redis::Pool,
         key_prefix: &str,
+        ttl: Duration,
         timeout: Duration,
         metrics: Metrics,
     ) -> anyhow::Result<BoundedRedisStore> {
-        let key_prefix = key_prefix.to_string();
-        let inner = RedisSessionStore::builder_pooled(pool)
-            .cache_keygen(move |session_key| format!("{key_prefix}{session_key}"))
+        let key_prefix: Arc<str> = Arc::from(key_prefix);
+        let keygen_prefix = Arc::clone(&key_prefix);
+        let inner = RedisSessionStore::builder_pooled(pool.clone())
+            .cache_keygen(move |session_key| format!("{keygen_prefix}{session_key}"))
             .build()
             .await?;
         Ok(BoundedRedisStore {
             inner,
+            pool,
+            key_prefix,
+            ttl_secs: ttl.as_secs(),
             timeout,
             metrics,
         })
+    }
+
+    /// Reads the state and restarts its idle timeout, in one command.
+    async fn read_and_touch(
+        &self,
+        session_key: &SessionKey,
+    ) -> anyhow::Result<Option<SessionState>> {
+        let mut connection = self.pool.get().await?;
+        let stored: Option<String> = deadpool_redis::redis::cmd("GETEX")
+            .arg(format!("{}{}", self.key_prefix, session_key.as_ref()))
+            .arg("EX")
+            .arg(self.ttl_secs)
+            .query_async(&mut connection)
+            .await?;
+        Ok(stored.and_then(|json| match serde_json::from_str(&json) {
+            Ok(state) => Some(state),
+            Err(err) => {
+                log::warn!(
+                    "stored session state is not valid JSON, treating it as no session: {err}"
+                );
+                self.metrics.count_corrupt_session();
+                None
+            }
+        }))
     }
 
     /// Runs one store call under the deadline and records it.
@@ -90,16 +133,9 @@ impl BoundedRedisStore {
 impl SessionStore for BoundedRedisStore {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<SessionState>, LoadError> {
         let load = async {
-            match self.inner.load(session_key).await {
-                Err(LoadError::Deserialization(err)) => {
-                    log::warn!(
-                        "stored session state is not valid JSON, treating it as no session: {err}"
-                    );
-                    self.metrics.count_corrupt_session();
-                    Ok(None)
-                }
-                other => other,
-            }
+            self.read_and_touch(session_key)
+                .await
+                .map_err(LoadError::Other)
         };
         self.bounded("load", load, LoadError::Other).await
     }
@@ -127,17 +163,13 @@ impl SessionStore for BoundedRedisStore {
         .await
     }
 
+    /// Nothing to do: `load` already restarted the idle timeout.
     async fn update_ttl(
         &self,
-        session_key: &SessionKey,
-        ttl: &CookieDuration,
+        _session_key: &SessionKey,
+        _ttl: &CookieDuration,
     ) -> anyhow::Result<()> {
-        self.bounded(
-            "update_ttl",
-            self.inner.update_ttl(session_key, ttl),
-            |err| err,
-        )
-        .await
+        Ok(())
     }
 
     async fn delete(&self, session_key: &SessionKey) -> anyhow::Result<()> {

@@ -79,6 +79,7 @@ impl Application {
         let store = BoundedRedisStore::new(
             pool.clone(),
             &settings.redis_key_prefix,
+            settings.session_ttl,
             settings.redis_timeout,
             metrics.clone(),
         )

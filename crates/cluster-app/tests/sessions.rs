@@ -201,3 +201,34 @@ fn login_refuses_a_bad_user() {
         "a refused login must not create a session"
     );
 }
+
+/// The idle timeout slides on reads too: a user who only reads stays logged
+/// in. (The node refreshes it inside the read, `GETEX ... EX`.)
+#[test]
+fn reading_the_session_restarts_its_idle_timeout() {
+    let redis = RedisServer::start();
+    let node = Node::start("a", &redis.url());
+    let mut browser = Browser::new();
+    browser.login(&node, "alice");
+    let key = session_keys_in_redis(&redis.url()).remove(0);
+    let mut connection = common::redis_connection(&redis.url());
+    let _: () = redis::cmd("EXPIRE")
+        .arg(&key)
+        .arg(5)
+        .query(&mut connection)
+        .expect("EXPIRE");
+
+    let reply = browser.get(&node, "/whoami");
+    assert_eq!(reply.body["user"], "alice");
+    assert!(
+        reply
+            .header("set-cookie")
+            .is_some_and(|c| c.contains("Max-Age=1800")),
+        "the cookie is refreshed too"
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query(&mut connection)
+        .expect("TTL");
+    assert!(ttl > 1700, "TTL after a read: {ttl}");
+}

@@ -1,0 +1,3 @@
+-- wrk script for scripts/bench-node.sh: send POST instead of GET.
+-- The session cookie comes from the command line (-H "Cookie: ...").
+wrk.method = "POST"
