@@ -110,7 +110,7 @@ pub struct Cli {
     #[arg(long, env = "LB_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: Option<u64>,
 
-    /// Runtime worker threads (default: number of cores).
+    /// Proxy worker threads, each with its own listener and connection pool (default: number of cores).
     #[arg(long, env = "LB_WORKERS")]
     pub workers: Option<usize>,
 }

@@ -1,12 +1,21 @@
 //! Wiring: builds the backend set, health checks, proxy and admin API from [`Settings`] and runs
-//! both listeners until shutdown. `main` calls [`run`] with OS signals as the shutdown trigger;
-//! tests call it on their own listeners with a channel instead.
+//! the listeners until shutdown.
+//!
+//! Two ways to run the same parts:
+//! * [`run`]: everything on the caller's tokio runtime. Tests use it on their own listeners.
+//! * [`run_per_core`]: what the binary does. One single-threaded runtime per worker thread,
+//!   each with its own `SO_REUSEPORT` listener and its own upstream connection pool, as
+//!   nginx's worker processes and actix-web's workers do: a request and the upstream connection
+//!   serving it stay on one thread, with no cross-thread wake-ups on the hot path. The backend
+//!   set, metrics and health checks are shared; the admin API and the health checks run on the
+//!   main thread.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::admin::Admin;
@@ -14,8 +23,75 @@ use crate::backend_set::BackendSet;
 use crate::config::Settings;
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxyOptions};
 use crate::server;
+
+/// What every worker shares.
+#[derive(Clone)]
+struct Shared {
+    metrics: Arc<Metrics>,
+    backends: Arc<BackendSet>,
+    checker: HealthChecker,
+}
+
+/// Creates the backend set and starts each backend's health checks on the current runtime.
+fn start_backends(settings: &Settings) -> Shared {
+    let metrics = Arc::new(Metrics::new());
+    let backends = Arc::new(BackendSet::new(Arc::clone(&metrics)));
+    let checker = HealthChecker::new(settings.health.clone());
+    for address in &settings.backends {
+        match backends.add(address.clone()) {
+            Ok(backend) => checker.watch(&backend),
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+    Shared {
+        metrics,
+        backends,
+        checker,
+    }
+}
+
+async fn serve_proxy(
+    shared: Shared,
+    options: ProxyOptions,
+    listener: TcpListener,
+    stopped: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let client_timeout = options.client_timeout;
+    let proxy = Arc::new(Proxy::new(shared.backends, options, shared.metrics));
+    server::serve(
+        listener,
+        server::http1(client_timeout),
+        move |request, peer| Arc::clone(&proxy).handle(request, peer),
+        wait_for_stop(stopped),
+        grace,
+    )
+    .await;
+}
+
+async fn serve_admin(
+    shared: Shared,
+    token: Option<String>,
+    listener: TcpListener,
+    stopped: watch::Receiver<bool>,
+) {
+    let admin = Arc::new(Admin::new(
+        shared.backends,
+        shared.checker,
+        shared.metrics,
+        token,
+    ));
+    server::serve(
+        listener,
+        server::http1(Duration::from_secs(10)),
+        move |request, _peer| Arc::clone(&admin).handle(request),
+        wait_for_stop(stopped),
+        Duration::from_secs(1),
+    )
+    .await;
+}
 
 /// Runs the balancer on already-bound listeners until `shutdown` resolves, then lets in-flight
 /// requests finish (up to `settings.shutdown_timeout`) and returns.
@@ -25,43 +101,111 @@ pub async fn run(
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    let metrics = Arc::new(Metrics::new());
-    let backends = Arc::new(BackendSet::new(Arc::clone(&metrics)));
-    let checker = HealthChecker::new(settings.health.clone());
-    for address in settings.backends {
-        match backends.add(address) {
-            Ok(backend) => checker.watch(&backend),
-            Err(e) => log::warn!("{e}"),
-        }
-    }
-
-    let client_timeout = settings.proxy.client_timeout;
-    let proxy = Arc::new(Proxy::new(
-        Arc::clone(&backends),
-        settings.proxy,
-        Arc::clone(&metrics),
-    ));
-    let admin = Arc::new(Admin::new(backends, checker, metrics, settings.admin_token));
-
+    let shared = start_backends(&settings);
     let (stop, stopped) = watch::channel(false);
-    let proxy_server = tokio::spawn(server::serve(
+    let proxy = tokio::spawn(serve_proxy(
+        shared.clone(),
+        settings.proxy,
         proxy_listener,
-        server::http1(client_timeout),
-        move |request, peer| Arc::clone(&proxy).handle(request, peer),
-        wait_for_stop(stopped.clone()),
+        stopped.clone(),
         settings.shutdown_timeout,
     ));
-    let admin_server = tokio::spawn(server::serve(
+    let admin = tokio::spawn(serve_admin(
+        shared,
+        settings.admin_token,
         admin_listener,
-        server::http1(Duration::from_secs(10)),
-        move |request, _peer| Arc::clone(&admin).handle(request),
-        wait_for_stop(stopped),
-        Duration::from_secs(1),
+        stopped,
     ));
-
     shutdown.await;
     let _ = stop.send(true);
-    let _ = tokio::join!(proxy_server, admin_server);
+    let _ = tokio::join!(proxy, admin);
+}
+
+/// Runs the balancer with `workers` proxy threads until `shutdown` resolves. Blocks the
+/// calling thread; an error is a listener that cannot be bound or a runtime that cannot start.
+pub fn run_per_core<S, F>(settings: Settings, workers: usize, shutdown: S) -> Result<(), String>
+where
+    S: FnOnce() -> F,
+    F: Future<Output = ()>,
+{
+    let main = single_threaded_runtime()?;
+    let (stop, stopped) = watch::channel(false);
+    // Sockets are bound inside a runtime (tokio registers them) and handed to workers as std ones.
+    let (shared, admin_listener, proxy_listeners) = main.block_on(async {
+        let proxy_listeners = (0..workers)
+            .map(|_| reuse_port_listener(settings.listen))
+            .collect::<Result<Vec<_>, _>>()?;
+        let admin = TcpListener::bind(settings.admin_listen)
+            .await
+            .map_err(|e| format!("cannot listen on {} (admin): {e}", settings.admin_listen))?;
+        Ok::<_, String>((start_backends(&settings), admin, proxy_listeners))
+    })?;
+
+    let mut threads = Vec::with_capacity(workers);
+    for (worker, listener) in proxy_listeners.into_iter().enumerate() {
+        let (shared, options, stopped, grace) = (
+            shared.clone(),
+            settings.proxy.clone(),
+            stopped.clone(),
+            settings.shutdown_timeout,
+        );
+        let runtime = single_threaded_runtime()?;
+        let thread = std::thread::Builder::new()
+            .name(format!("proxy-{worker}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            serve_proxy(shared, options, listener, stopped, grace).await
+                        }
+                        Err(e) => log::error!("worker {worker}: {e}"),
+                    }
+                })
+            })
+            .map_err(|e| format!("cannot start worker thread: {e}"))?;
+        threads.push(thread);
+    }
+
+    main.block_on(async {
+        let admin = tokio::spawn(serve_admin(
+            shared,
+            settings.admin_token,
+            admin_listener,
+            stopped,
+        ));
+        shutdown().await;
+        let _ = stop.send(true);
+        let _ = admin.await;
+    });
+    for thread in threads {
+        let _ = thread.join();
+    }
+    Ok(())
+}
+
+fn single_threaded_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// A listening socket that several threads can each open on the same address; the kernel
+/// spreads new connections over them.
+fn reuse_port_listener(address: SocketAddr) -> Result<std::net::TcpListener, String> {
+    let bind = || -> std::io::Result<std::net::TcpListener> {
+        let socket = if address.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(address)?;
+        let listener = socket.listen(4096)?.into_std()?;
+        Ok(listener)
+    };
+    bind().map_err(|e| format!("cannot listen on {address}: {e}"))
 }
 
 async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {

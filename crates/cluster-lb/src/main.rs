@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use cluster_lb::config::{Cli, Command, Settings, DEFAULT_ADMIN_LISTEN};
 use cluster_lb::{probe, shutdown};
-use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -44,41 +43,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = settings.workers {
-        runtime.worker_threads(workers);
-    }
-    let runtime = match runtime.enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cluster-lb: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(serve(settings))
-}
-
-async fn serve(settings: Settings) -> ExitCode {
-    let proxy = match TcpListener::bind(settings.listen).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("cluster-lb: cannot listen on {}: {e}", settings.listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    let admin = match TcpListener::bind(settings.admin_listen).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!(
-                "cluster-lb: cannot listen on {} (admin): {e}",
-                settings.admin_listen
-            );
-            return ExitCode::FAILURE;
-        }
-    };
+    let workers = settings
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let backends: Vec<&str> = settings.backends.iter().map(|b| b.as_str()).collect();
     log::info!(
-        "cluster-lb listening on {} (admin {}), {:?} over [{}]",
+        "cluster-lb listening on {} (admin {}), {:?} over [{}], {workers} workers",
         settings.listen,
         settings.admin_listen,
         settings.proxy.algorithm,
@@ -89,9 +59,16 @@ async fn serve(settings: Settings) -> ExitCode {
             "no backends configured: every request gets 503 until one is added (POST /backends)"
         );
     }
-    cluster_lb::run(settings, proxy, admin, shutdown::signal()).await;
-    log::info!("cluster-lb stopped");
-    ExitCode::SUCCESS
+    match cluster_lb::load_balancer::run_per_core(settings, workers, shutdown::signal) {
+        Ok(()) => {
+            log::info!("cluster-lb stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cluster-lb: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run_probe(url: &str) -> ExitCode {

@@ -458,3 +458,18 @@ pub async fn wait_until(limit: Duration, check: impl Fn() -> bool) -> bool {
     }
     check()
 }
+
+/// Sends raw bytes to `addr` and returns the response head (up to the blank line).
+pub async fn raw_head(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
