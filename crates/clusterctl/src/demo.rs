@@ -109,7 +109,7 @@ pub async fn demo(options: ClusterOptions) -> anyhow::Result<bool> {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let summary = load.finish(Duration::from_millis(2500)).await;
+    let summary = load.finish(crate::scenarios::GRACE).await;
     evidence(&format!(
         "LB marked node2 {} after the kill",
         out.map(|d| format!("out {} ms", d.as_millis()))

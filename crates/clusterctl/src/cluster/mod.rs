@@ -35,6 +35,11 @@ pub struct ClusterOptions {
     pub binaries: Binaries,
 }
 
+/// The harness's patience for one request. Nodes answer within their Redis
+/// timeout even when Redis is gone, so only a hang (or a machine starved of
+/// CPU) gets this far.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long any single component may take to become ready.
 const READY_LIMIT: Duration = Duration::from_secs(20);
 
@@ -59,9 +64,7 @@ impl Cluster {
             .prefix("clusterctl-")
             .tempdir()
             .context("cannot create a work directory")?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()?;
+        let http = reqwest::Client::builder().timeout(CLIENT_TIMEOUT).build()?;
 
         let redis = match (&options.redis_url, &options.binaries.redis) {
             (Some(url), _) => Redis::External(url.clone()),

@@ -74,10 +74,10 @@ impl LoadRun {
 
     /// Stops sending, gives requests in flight up to `grace` to end, then
     /// abandons the rest (they stay counted as in flight) and sums up.
-    pub async fn finish(self, grace: Duration) -> LoadSummary {
+    pub async fn finish(mut self, grace: Duration) -> LoadSummary {
         let _ = self.stop.send(true);
         let duration = self.elapsed();
-        let mut requests = match self.sender.await {
+        let mut requests = match (&mut self.sender).await {
             Ok(requests) => requests,
             Err(_) => JoinSet::new(),
         };
@@ -89,12 +89,20 @@ impl LoadRun {
             // Aborted tasks never hand their ticket back: they stay in flight.
             requests.shutdown().await;
         }
-        let summary = lock(&self.ledger).summary(duration);
-        summary
+        self.ledger().summary(duration)
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         lock(&self.ledger)
+    }
+}
+
+impl Drop for LoadRun {
+    /// A scenario that fails half-way drops its load without finishing it:
+    /// the sender stops, and its unfinished requests are aborted with it, so
+    /// no load leaks into the next scenario.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
     }
 }
 

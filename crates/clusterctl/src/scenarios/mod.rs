@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, CLIENT_TIMEOUT};
 use crate::load::{LoadPlan, LoadRun};
 use crate::progress::Progress;
 use crate::session::Session;
@@ -89,8 +89,8 @@ impl Context<'_> {
 }
 
 /// How long a load run may wait for requests in flight after it stops sending.
-/// Above the client timeout (2 s), so a request only stays in flight if it hung.
-pub const GRACE: Duration = Duration::from_millis(2500);
+/// Above the client timeout, so a request only stays in flight if it hung.
+pub const GRACE: Duration = CLIENT_TIMEOUT.saturating_add(Duration::from_millis(500));
 
 /// One expectation and what was observed.
 #[derive(Debug, Clone, Serialize)]
