@@ -151,6 +151,8 @@ say "$status from $node: $(body)"
 [ "$node" != "$victim" ] || fail "a killed node cannot have answered"
 ok "still logged in, served by $node"
 say "the load balancer's view: $(curl -sS -m 2 "$LB_ADMIN/backends" || echo unavailable)"
+say "its retry counters since it started: $( (curl -sS -m 2 "$LB_ADMIN/metrics" |
+  grep -E '^lb_(retries|retries_refused|upstream_errors)_total' | tr '\n' ' ') || echo unavailable)"
 
 step "Start $victim again (docker start) and wait until it is healthy"
 docker start "$victim_container" >/dev/null
