@@ -34,6 +34,9 @@ fn main() -> ExitCode {
 
 fn serve(args: NodeArgs) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // rediss:// goes through rustls, which needs a process-wide crypto
+    // provider; installing fails only if one is there already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let settings = match Settings::try_from(args) {
         Ok(settings) => settings,
         Err(err) => {

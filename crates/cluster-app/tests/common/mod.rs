@@ -55,6 +55,7 @@ pub struct NodeOptions {
     pub session_key: String,
     pub redis_timeout_ms: u64,
     pub drain_ms: u64,
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeOptions {
@@ -65,6 +66,7 @@ impl NodeOptions {
             session_key: session_key(1),
             redis_timeout_ms: 500,
             drain_ms: 300,
+            env: Vec::new(),
         }
     }
 
@@ -75,6 +77,11 @@ impl NodeOptions {
 
     pub fn drain_ms(mut self, drain_ms: u64) -> NodeOptions {
         self.drain_ms = drain_ms;
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> NodeOptions {
+        self.env.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -91,6 +98,7 @@ impl NodeOptions {
             .args(["--drain-ms", &self.drain_ms.to_string()])
             .args(["--workers", "2"])
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null());
         let process = ChildGuard::spawn(format!("cluster-app {}", self.node_id), &mut command);
         let node = Node {
