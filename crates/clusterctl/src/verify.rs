@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::cluster::{Cluster, ClusterOptions, Persistence};
+use crate::load::LoadSummary;
 use crate::progress::Progress;
 use crate::report::{print_table, timeline_path, write_timeline, Report};
 use crate::scale;
@@ -81,16 +82,18 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
             )
             .await;
             results.push(result);
-            kill_timeline = figures.map(|f| (f.victim, f.load));
-            results.push(
-                scenarios::run(
-                    &progress,
-                    "restart",
-                    scenarios::restart::run(&mut ctx, victim),
-                )
-                .await
-                .0,
-            );
+            let (restart, restarted) = scenarios::run(
+                &progress,
+                "restart",
+                scenarios::restart::run(&mut ctx, victim),
+            )
+            .await;
+            results.push(restart);
+            if let Some(killed) = figures {
+                let mut segments = vec![killed.load];
+                segments.extend(restarted.map(|r| r.load));
+                kill_timeline = Some((killed.victim, segments));
+            }
         } else {
             let reason = "needs at least 2 nodes";
             results.push(ScenarioResult::skipped("node-sigkill", reason));
@@ -192,11 +195,12 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
     if let Some(path) = &options.report {
         report.write_json(path)?;
         println!("report: {}", path.display());
-        if let Some((victim, load)) = &kill_timeline {
+        if let Some((victim, segments)) = &kill_timeline {
             let svg = timeline_path(path);
+            let segments: Vec<&LoadSummary> = segments.iter().collect();
             write_timeline(
-                load,
-                &format!("SIGKILL {victim} under load: ok and failed requests/s, per 100 ms"),
+                &segments,
+                &format!("SIGKILL {victim}, then restart, under load: ok and failed requests/s per 100 ms"),
                 &svg,
             )?;
             println!("timeline: {}", svg.display());

@@ -1,14 +1,17 @@
-//! SVG timeline of the node-kill scenario: throughput and errors per 100 ms,
-//! with a vertical line at every mark (the kill, the LB taking the node out).
+//! SVG timeline of the node-kill and restart scenarios: throughput and errors
+//! per 100 ms, with a vertical line at every mark (the kill, the LB taking the
+//! node out, the restart, the node ready).
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::load::ledger::BUCKET;
+use crate::load::ledger::{Bucket, Mark, BUCKET};
 use crate::load::LoadSummary;
 
-pub fn write_timeline(load: &LoadSummary, title: &str, path: &Path) -> anyhow::Result<()> {
+/// Draws consecutive load runs (`segments`) one after the other on one time axis.
+pub fn write_timeline(segments: &[&LoadSummary], title: &str, path: &Path) -> anyhow::Result<()> {
+    let load = joined(segments);
     let per_second = 1000.0 / BUCKET.as_millis() as f64;
     let seconds = |index: usize| index as f64 * BUCKET.as_secs_f64();
     let ok: Vec<(f64, f64)> = load
@@ -80,6 +83,29 @@ pub fn write_timeline(load: &LoadSummary, title: &str, path: &Path) -> anyhow::R
         .map_err(plot_error)?;
     root.present().map_err(plot_error)?;
     Ok(())
+}
+
+/// The timelines and marks of consecutive runs, each shifted to start where
+/// the previous one ended.
+struct Joined {
+    timeline: Vec<Bucket>,
+    marks: Vec<Mark>,
+}
+
+fn joined(segments: &[&LoadSummary]) -> Joined {
+    let mut joined = Joined {
+        timeline: Vec::new(),
+        marks: Vec::new(),
+    };
+    for segment in segments {
+        let offset_ms = joined.timeline.len() as u64 * BUCKET.as_millis() as u64;
+        joined.marks.extend(segment.marks.iter().map(|mark| Mark {
+            at_ms: mark.at_ms + offset_ms,
+            ..mark.clone()
+        }));
+        joined.timeline.extend_from_slice(&segment.timeline);
+    }
+    joined
 }
 
 fn plot_error<E: std::fmt::Display>(error: E) -> anyhow::Error {

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::{ms, Check, Context, Outcome, GRACE};
 use crate::cluster::wait_until;
+use crate::load::LoadSummary;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
@@ -25,6 +26,7 @@ pub struct Figures {
     pub lb_ewma_ms_at_ready: BTreeMap<String, f64>,
     pub failed: u64,
     pub sent: u64,
+    pub load: LoadSummary,
 }
 
 const LIMIT: Duration = Duration::from_secs(1);
@@ -87,6 +89,13 @@ pub async fn run(ctx: &mut Context<'_>, node_index: usize) -> anyhow::Result<Out
             summary.total.failed() == 0,
         ),
     ];
+    let notes = [
+        super::failure_notes(&summary),
+        vec![format!(
+            "LB latency estimates at ready (ms): {lb_ewma_ms_at_ready:?}"
+        )],
+    ]
+    .concat();
     Ok(Outcome {
         summary: format!(
             "ready in {}, traffic {} after ready, {} failed of {}",
@@ -100,17 +109,12 @@ pub async fn run(ctx: &mut Context<'_>, node_index: usize) -> anyhow::Result<Out
             ready_after_start_ms: ready_after.as_millis() as u64,
             traffic_after_ready_ms: traffic_after.map(|d| d.as_millis() as u64),
             served_after_ready,
-            lb_ewma_ms_at_ready: lb_ewma_ms_at_ready.clone(),
+            lb_ewma_ms_at_ready,
             failed: summary.total.failed(),
             sent: summary.total.sent,
+            load: summary,
         },
         checks,
-        notes: [
-            super::failure_notes(&summary),
-            vec![format!(
-                "LB latency estimates at ready (ms): {lb_ewma_ms_at_ready:?}"
-            )],
-        ]
-        .concat(),
+        notes,
     })
 }
