@@ -145,19 +145,27 @@ PROXIES=(nginx haproxy cluster-lb)
 declare -A RPS P50 P99 RSS
 start_backend b1 "$B1_PORT"
 start_backend b2 "$B2_PORT"
-for proxy in "${PROXIES[@]}"; do
-  start_proxy "$proxy"
-  wrk -t1 -c8 -d1s "http://127.0.0.1:$PROXY_PORT/" >/dev/null # warm-up
-  for c in "${CONNECTIONS[@]}"; do
-    : > "$WORK/runs"
-    for _ in $(seq 1 "$RUNS"); do run_wrk "$c" >> "$WORK/runs"; done
-    RPS[$proxy,$c]=$(awk '{print $1}' "$WORK/runs" | median)
-    P50[$proxy,$c]=$(awk '{print $2}' "$WORK/runs" | median)
-    P99[$proxy,$c]=$(awk '{print $3}' "$WORK/runs" | median)
-    echo "$proxy c=$c: $(tr '\n' ';' < "$WORK/runs")" >&2
+# Rounds interleave the proxies, so background noise on a shared machine hits them alike.
+for round in $(seq 1 "$RUNS"); do
+  for proxy in "${PROXIES[@]}"; do
+    start_proxy "$proxy"
+    wrk -t1 -c8 -d1s "http://127.0.0.1:$PROXY_PORT/" >/dev/null # warm-up
+    for c in "${CONNECTIONS[@]}"; do
+      result=$(run_wrk "$c")
+      echo "$result" >> "$WORK/runs-$proxy-$c"
+      echo "round $round $proxy c=$c: $result" >&2
+    done
+    rss=$(proxy_rss_mb)
+    if awk -v a="$rss" -v b="${RSS[$proxy]:-0}" 'BEGIN { exit !(a > b) }'; then RSS[$proxy]=$rss; fi
+    stop proxy
   done
-  RSS[$proxy]=$(proxy_rss_mb)
-  stop proxy
+done
+for proxy in "${PROXIES[@]}"; do
+  for c in "${CONNECTIONS[@]}"; do
+    RPS[$proxy,$c]=$(awk '{print $1}' "$WORK/runs-$proxy-$c" | median)
+    P50[$proxy,$c]=$(awk '{print $2}' "$WORK/runs-$proxy-$c" | median)
+    P99[$proxy,$c]=$(awk '{print $3}' "$WORK/runs-$proxy-$c" | median)
+  done
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
@@ -165,7 +173,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 echo
 echo "## Throughput and latency (wrk -t$WRK_THREADS, keep-alive, ${DURATION}s, median of $RUNS)"
 echo
-echo "| proxy | c | rps | p50 ms | p99 ms | peak RSS MB | rps / nginx | p99 / nginx |"
+echo "| proxy | c | rps | p50 ms | p99 ms | peak RSS MB (max over rounds) | rps / nginx | p99 / nginx |"
 echo "|---|---|---|---|---|---|---|---|"
 for c in "${CONNECTIONS[@]}"; do
   for proxy in "${PROXIES[@]}"; do

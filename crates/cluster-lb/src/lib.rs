@@ -1,10 +1,11 @@
 //! `cluster-lb`: the cluster's front door, an HTTP/1.1 load balancer that hides node failures.
 //!
 //! Reading order: [`proxy`] (the request path) uses [`balancer`] to choose among the backends
-//! of [`backend_set`], [`retry`] to decide what may be sent again, and [`hop_by_hop`] /
-//! [`forwarded`] for headers; [`health`] keeps each [`backend`]'s state honest; [`admin`] and
-//! [`metrics`] expose it; [`config`], [`server`], [`shutdown`] and [`load_balancer`] are the
-//! process around it.
+//! of [`backend_set`] (scored by [`peak_ewma`], optionally pinned by [`sticky`]), [`retry`] to
+//! decide what may be sent again, [`hop_by_hop`] / [`forwarded`] for headers, [`body`] to stream
+//! responses and [`upgrade`] for WebSocket tunnels. [`health`] keeps each [`backend`]'s state
+//! honest; [`admin`] and [`metrics`] expose it. [`config`], [`server`], [`shutdown`], [`probe`]
+//! and [`load_balancer`] are the process around it.
 
 pub mod admin;
 pub mod backend;

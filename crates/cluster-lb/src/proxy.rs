@@ -83,7 +83,9 @@ type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
 pub struct Proxy {
     backends: Arc<BackendSet>,
     balancer: Balancer,
+    /// Upstream connections; one pool per proxy worker thread.
     client: UpstreamClient,
+    /// Each worker keeps its own budget: the same 20%, counted per thread.
     budget: RetryBudget,
     trusted: TrustedProxies,
     options: ProxyOptions,
