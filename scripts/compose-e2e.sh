@@ -35,17 +35,15 @@ stage_done() {
   stage_started=$SECONDS
 }
 
-# A free TCP port on 127.0.0.1, not one handed out earlier in this run.
-taken=" "
-free_port() {
-  local port
-  while :; do
+# Five distinct TCP ports nobody listens on, for the published ports.
+free_ports() {
+  local ports=() port
+  while [ ${#ports[@]} -lt 5 ]; do
     port=$((20000 + RANDOM % 20000))
-    [[ $taken == *" $port "* ]] && continue
-    [ -z "$(ss -Hltn "sport = :$port")" ] && break
+    [[ " ${ports[*]} " == *" $port "* ]] && continue
+    [ -z "$(ss -Hltn "sport = :$port")" ] && ports+=("$port")
   done
-  taken+="$port "
-  echo "$port"
+  echo "${ports[*]}"
 }
 
 random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
@@ -56,10 +54,10 @@ export COMPOSE_PROJECT_NAME="clusterlab-e2e-$$-$RANDOM"
 export COMPOSE_FILE=docker-compose.yml
 export APP_IMAGE="actix-cluster-lab:$COMPOSE_PROJECT_NAME"
 export APP_TARGET=runtime-prebuilt
-export SESSION_KEY=$(random_hex 64)
-export LB_ADMIN_TOKEN=$(random_hex 32)
-export LB_PORT=$(free_port) LB_ADMIN_PORT=$(free_port)
-export NODE1_PORT=$(free_port) NODE2_PORT=$(free_port) NODE3_PORT=$(free_port)
+SESSION_KEY=$(random_hex 64)
+LB_ADMIN_TOKEN=$(random_hex 32)
+read -r LB_PORT LB_ADMIN_PORT NODE1_PORT NODE2_PORT NODE3_PORT < <(free_ports)
+export SESSION_KEY LB_ADMIN_TOKEN LB_PORT LB_ADMIN_PORT NODE1_PORT NODE2_PORT NODE3_PORT
 
 log=$(mktemp)
 project_up=no
@@ -113,8 +111,10 @@ say "cargo build --release -p cluster-app -p cluster-lb"
 quietly env -u CARGO_TARGET_DIR cargo build --release -p cluster-app -p cluster-lb
 stage_done "cargo-build"
 
-say "compose build ($APP_TARGET on $RUNTIME_IMAGE, tagged $APP_IMAGE)"
-quietly "${compose[@]}" build
+# One build: every app service runs this image tag. (Building each service would copy
+# target/release four times, and a cargo build running meanwhile could leave images behind.)
+say "compose build node1 ($APP_TARGET on $RUNTIME_IMAGE, tagged $APP_IMAGE, used by all 4 app services)"
+quietly "${compose[@]}" build node1
 stage_done "compose-build"
 
 say "compose up -d (project $COMPOSE_PROJECT_NAME; LB on 127.0.0.1:$LB_PORT, admin :$LB_ADMIN_PORT, nodes :$NODE1_PORT :$NODE2_PORT :$NODE3_PORT)"
@@ -122,7 +122,9 @@ project_up=yes
 quietly "${compose[@]}" up -d
 healthy=no
 for _ in $(seq 120); do
-  statuses=$(docker inspect -f '{{.State.Health.Status}}' $("${compose[@]}" ps -q) | sort | uniq -c | tr -s ' \n' ' ')
+  mapfile -t containers < <("${compose[@]}" ps -q)
+  statuses=$(docker inspect -f '{{.State.Health.Status}}' "${containers[@]}" | sort | uniq -c | tr -s ' \n' ' ') ||
+    statuses=" (docker inspect failed) "
   if [ "$statuses" = " 5 healthy " ]; then
     healthy=yes
     break

@@ -146,8 +146,9 @@ ok "$requests GETs, 0 failed, every one showed $USER_NAME logged in"
 step "The session after the failover (GET $LB/whoami)"
 read -r status node < <(http GET "$LB/whoami" -H "Cookie: $cookie")
 say "$status from $node: $(body)"
-[ "$status" = 200 ] && grep -q "\"user\":\"$USER_NAME\"" "$workdir/body" ||
+if [ "$status" != 200 ] || ! grep -q "\"user\":\"$USER_NAME\"" "$workdir/body"; then
   fail "the session is gone after the failover"
+fi
 [ "$node" != "$victim" ] || fail "a killed node cannot have answered"
 ok "still logged in, served by $node"
 say "the load balancer's view: $(curl -sS -m 2 "$LB_ADMIN/backends" || echo unavailable)"
@@ -164,8 +165,9 @@ done
   fail "$victim is $(health_of "$victim_container") 30 s after docker start"
 read -r status node < <(http GET "${NODE_URL[$victim]}/whoami" -H "Cookie: $cookie")
 say "${NODE_URL[$victim]} -> $status from $node: $(body)"
-[ "$status" = 200 ] && grep -q "\"user\":\"$USER_NAME\"" "$workdir/body" ||
+if [ "$status" != 200 ] || ! grep -q "\"user\":\"$USER_NAME\"" "$workdir/body"; then
   fail "the restarted $victim does not see the session"
+fi
 ok "$victim is healthy and reads the session: nothing was stored on the node itself"
 
 step "Wait until the load balancer sends traffic to $victim again (at most ${REJOIN_SECONDS} s)"
