@@ -4,9 +4,10 @@
 //! Two ways to run the same parts:
 //! * [`run`]: everything on the caller's tokio runtime. Tests use it on their own listeners.
 //! * [`run_per_core`]: what the binary does. One single-threaded runtime per worker thread,
-//!   each with its own `SO_REUSEPORT` listener and its own upstream connection pool, as
-//!   nginx's worker processes and actix-web's workers do: a request and the upstream connection
-//!   serving it stay on one thread, with no cross-thread wake-ups on the hot path. The backend
+//!   each accepting from the same listening socket and owning its own upstream connection
+//!   pool, as nginx's worker processes and actix-web's workers do: a request and the upstream
+//!   connection serving it stay on one thread, with no cross-thread wake-ups on the hot path.
+//!   An idle worker picks up new connections first, which keeps the workers evenly loaded. The backend
 //!   set, metrics and health checks are shared; the admin API and the health checks run on the
 //!   main thread.
 
@@ -15,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::Admin;
@@ -130,11 +131,9 @@ where
 {
     let main = single_threaded_runtime()?;
     let (stop, stopped) = watch::channel(false);
-    // Sockets are bound inside a runtime (tokio registers them) and handed to workers as std ones.
+    // Sockets are bound inside a runtime (tokio needs one) and handed to workers as std ones.
     let (shared, admin_listener, proxy_listeners) = main.block_on(async {
-        let proxy_listeners = (0..workers)
-            .map(|_| reuse_port_listener(settings.listen))
-            .collect::<Result<Vec<_>, _>>()?;
+        let proxy_listeners = shared_listeners(settings.listen, workers).await?;
         let admin = TcpListener::bind(settings.admin_listen)
             .await
             .map_err(|e| format!("cannot listen on {} (admin): {e}", settings.admin_listen))?;
@@ -190,22 +189,23 @@ fn single_threaded_runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-/// A listening socket that several threads can each open on the same address; the kernel
-/// spreads new connections over them.
-fn reuse_port_listener(address: SocketAddr) -> Result<std::net::TcpListener, String> {
-    let bind = || -> std::io::Result<std::net::TcpListener> {
-        let socket = if address.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(address)?;
-        let listener = socket.listen(4096)?.into_std()?;
-        Ok(listener)
-    };
-    bind().map_err(|e| format!("cannot listen on {address}: {e}"))
+/// One listening socket, duplicated for each worker (each registers it with its own runtime).
+async fn shared_listeners(
+    address: SocketAddr,
+    workers: usize,
+) -> Result<Vec<std::net::TcpListener>, String> {
+    let cannot = |e: std::io::Error| format!("cannot listen on {address}: {e}");
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(cannot)?
+        .into_std()
+        .map_err(cannot)?;
+    let mut listeners = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        listeners.push(listener.try_clone().map_err(cannot)?);
+    }
+    listeners.push(listener);
+    Ok(listeners)
 }
 
 async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
