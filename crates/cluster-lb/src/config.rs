@@ -30,7 +30,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address the proxy listens on.
+    /// Address the proxy listens on (default 127.0.0.1:8080).
     #[arg(long, env = "LB_LISTEN")]
     pub listen: Option<SocketAddr>,
 
@@ -42,7 +42,7 @@ pub struct Cli {
     #[arg(long, env = "LB_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Address of the admin API (backends, metrics).
+    /// Address of the admin API: backends, metrics (default 127.0.0.1:8081).
     #[arg(long, env = "LB_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
 
@@ -50,7 +50,7 @@ pub struct Cli {
     #[arg(long, env = "LB_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// How a backend is chosen for each request.
+    /// How a backend is chosen for each request (default p2c).
     #[arg(long, env = "LB_ALGORITHM", value_enum)]
     pub algorithm: Option<AlgorithmArg>,
 
@@ -58,19 +58,19 @@ pub struct Cli {
     #[arg(long, env = "LB_STICKY")]
     pub sticky: bool,
 
-    /// Path of the active health check.
+    /// Path of the active health check (default /readyz).
     #[arg(long, env = "LB_HEALTH_PATH")]
     pub health_path: Option<String>,
 
-    /// Time between two active checks of a backend.
+    /// Time between two active checks of a backend (default 500).
     #[arg(long, env = "LB_HEALTH_INTERVAL_MS")]
     pub health_interval_ms: Option<u64>,
 
-    /// Failed checks in a row that mark a backend down.
+    /// Failed checks in a row that mark a backend down (default 2).
     #[arg(long, env = "LB_HEALTH_FALL")]
     pub health_fall: Option<u32>,
 
-    /// Successful checks in a row that bring a backend back up.
+    /// Successful checks in a row that bring a backend back up (default 2).
     #[arg(long, env = "LB_HEALTH_RISE")]
     pub health_rise: Option<u32>,
 
@@ -82,35 +82,35 @@ pub struct Cli {
     )]
     pub trusted_proxies: Vec<String>,
 
-    /// Limit on opening a TCP connection to a backend.
+    /// Limit on opening a TCP connection to a backend (default 1000).
     #[arg(long, env = "LB_CONNECT_TIMEOUT_MS")]
     pub connect_timeout_ms: Option<u64>,
 
-    /// Limit on waiting for a backend's response head.
+    /// Limit on waiting for a backend's response head (default 30000).
     #[arg(long, env = "LB_RESPONSE_TIMEOUT_MS")]
     pub response_timeout_ms: Option<u64>,
 
-    /// How long an idle upstream connection is kept; must stay below the backends' keep-alive.
+    /// How long an idle upstream connection is kept; must stay below the backends' keep-alive (default 2000).
     #[arg(long, env = "LB_POOL_IDLE_TIMEOUT_MS")]
     pub pool_idle_timeout_ms: Option<u64>,
 
-    /// How long a client connection may sit idle or take to send a request head.
+    /// How long a client connection may sit idle or take to send a request head (default 30000).
     #[arg(long, env = "LB_CLIENT_TIMEOUT_MS")]
     pub client_timeout_ms: Option<u64>,
 
-    /// Largest request body accepted (it is buffered so the request can be retried); larger -> 413.
+    /// Largest request body, buffered so the request can be retried; larger -> 413 (default 1 MiB).
     #[arg(long, env = "LB_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
 
-    /// Largest total size of the request headers; larger -> 431.
+    /// Largest total size of the request headers; larger -> 431 (default 32 KiB).
     #[arg(long, env = "LB_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
 
-    /// How long SIGTERM waits for in-flight requests before exiting anyway.
+    /// How long SIGTERM waits for in-flight requests before exiting anyway (default 30000).
     #[arg(long, env = "LB_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: Option<u64>,
 
-    /// Proxy worker threads, each with its own listener and connection pool (default: number of cores).
+    /// Proxy worker threads, each with its own upstream connection pool (default: number of cores).
     #[arg(long, env = "LB_WORKERS")]
     pub workers: Option<usize>,
 }
