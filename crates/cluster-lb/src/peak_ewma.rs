@@ -51,6 +51,21 @@ impl PeakEwma {
         state.stamp = now;
     }
 
+    /// Forgets the history: the backend is treated like a new one.
+    ///
+    /// Called when a backend comes back up. Its estimate still carries the failure penalties
+    /// charged while it was dying; left alone they would decay over ~20 s, during which
+    /// power-of-two-choices always prefers the other backend of a pair and the returning node
+    /// gets no traffic. Linkerd and Finagle start a new endpoint the same way.
+    pub fn reset(&self) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.nanos = INITIAL.as_nanos() as f64;
+        state.stamp = Instant::now();
+    }
+
     /// The current estimate in nanoseconds, decayed for the time since the last sample.
     pub fn nanos(&self) -> f64 {
         let state = self
@@ -90,5 +105,13 @@ mod tests {
             ewma.nanos() > 50e6,
             "fast samples right after a peak barely move it"
         );
+    }
+
+    #[test]
+    fn reset_forgets_the_penalties() {
+        let ewma = PeakEwma::new();
+        ewma.observe(Duration::from_millis(500));
+        ewma.reset();
+        assert!(ewma.nanos() <= INITIAL.as_nanos() as f64);
     }
 }
