@@ -104,8 +104,10 @@ build_redis() {
 
 build_runtime() {
   local rootfs="$workdir/runtime"
-  # Like debian:bookworm-slim: glibc, libgcc, bash, passwd (useradd); no extra packages.
-  bootstrap "$rootfs" ""
+  # Like debian:bookworm-slim (glibc, libgcc, passwd for useradd) plus ca-certificates, which
+  # deploy/Dockerfile would otherwise install with apt: nodes verify rediss:// servers
+  # against the system's CA store.
+  bootstrap "$rootfs" ca-certificates
   import_image "$rootfs" "$RUNTIME_STANDIN" 'CMD ["bash"]'
 }
 
