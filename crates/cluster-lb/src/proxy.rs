@@ -169,6 +169,24 @@ impl Proxy {
             let (failure, error) = match self.attempt(&prepared, &backend).await {
                 Ok((response, latency)) => {
                     backend.record_response(latency, response.status().is_server_error());
+                    if response.status() == StatusCode::SERVICE_UNAVAILABLE
+                        && retry::is_idempotent(&prepared.method)
+                    {
+                        // The backend is up but cannot serve right now (a node cut off from
+                        // Redis, a draining node): a sibling may well serve an idempotent request.
+                        tried.push(Arc::clone(&backend));
+                        if tried.len() <= MAX_RETRIES
+                            && self.balancer.pick(&snapshot, &tried).is_some()
+                            && self.spend_retry()
+                        {
+                            self.metrics
+                                .upstream_errors
+                                .with_label_values(&["unavailable"])
+                                .inc();
+                            self.metrics.retries.inc();
+                            continue;
+                        }
+                    }
                     return self.respond(response, in_flight, prepared);
                 }
                 Err((failure, error, latency)) => {

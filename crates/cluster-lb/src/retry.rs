@@ -4,7 +4,9 @@
 //! can always go to another one. A request that was written and then lost (reset, or the
 //! connection closed before a response) may already have been acted on, so it is replayed
 //! only for idempotent methods. (hyper itself re-sends a request on a fresh connection when
-//! a pooled one closed before any byte of the request was written.)
+//! a pooled one closed before any byte of the request was written.) A backend that answers
+//! 503 is up but cannot serve right now (a node cut off from Redis): an idempotent request
+//! goes to a sibling, and when none is left the client gets the backend's own 503.
 //!
 //! Then cost: retries of lost requests draw on a budget, a token bucket filled by 20% of the
 //! requests plus a small floor, so a sick cluster sees at most ~1.2x its normal load instead

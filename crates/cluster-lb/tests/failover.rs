@@ -1,5 +1,6 @@
 //! Node failures must not become client errors: a backend killed under load, ejection and
-//! re-admission timing, stale pooled connections, and a fast 503 when nothing is left.
+//! re-admission timing, stale pooled connections, a backend that answers 503 while its health
+//! check still passes, and a fast 503 when nothing is left.
 
 mod common;
 
@@ -185,6 +186,51 @@ async fn a_recovered_backend_is_readmitted_within_a_second() {
     assert!(
         backend.requests() > before,
         "the readmitted backend takes traffic again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_is_retried_on_a_sibling_for_idempotent_requests_only() {
+    // "sick" passes its health check but answers 503 to everything else, like a node that has
+    // just lost Redis and whose /readyz has not failed `fall` times yet.
+    let sick = TestBackend::start_with(
+        "sick",
+        BackendOptions {
+            status: Some(hyper::StatusCode::SERVICE_UNAVAILABLE),
+            ..Default::default()
+        },
+    )
+    .await;
+    let healthy = TestBackend::start("healthy").await;
+    let mut settings = settings_for(&[&sick, &healthy]);
+    settings.proxy.algorithm = cluster_lb::Algorithm::RoundRobin;
+    let lb = Lb::start(settings).await;
+    let http = client();
+
+    for _ in 0..10 {
+        let response = http.get(lb.url("/read")).send().await.expect("response");
+        assert_eq!(
+            response.status(),
+            200,
+            "a GET never sees the sick node's 503"
+        );
+        assert_eq!(response.headers()["x-served-by"], "healthy");
+    }
+    let mut passed_on = 0;
+    for _ in 0..10 {
+        let response = http.post(lb.url("/write")).send().await.expect("response");
+        if response.status() == 503 {
+            assert_eq!(
+                response.headers()["x-served-by"],
+                "sick",
+                "the backend's own 503"
+            );
+            passed_on += 1;
+        }
+    }
+    assert_eq!(
+        passed_on, 5,
+        "a POST is never replayed: round-robin sends every other one to sick"
     );
 }
 

@@ -29,6 +29,8 @@ pub struct BackendOptions {
     pub delay: Duration,
     /// Close keep-alive connections idle for this long (as actix-web does after 5 s).
     pub idle_close: Option<Duration>,
+    /// Answer every request (except the health check) with this status instead of 200.
+    pub status: Option<StatusCode>,
 }
 
 struct Counters {
@@ -37,6 +39,7 @@ struct Counters {
     in_flight: AtomicUsize,
     ready: AtomicBool,
     delay_ms: AtomicU64,
+    status: StatusCode,
 }
 
 /// A tiny real HTTP/1.1 server. Answers every path with a JSON echo of the request and
@@ -65,6 +68,7 @@ impl TestBackend {
             in_flight: AtomicUsize::new(0),
             ready: AtomicBool::new(true),
             delay_ms: AtomicU64::new(options.delay.as_millis() as u64),
+            status: options.status.unwrap_or(StatusCode::OK),
         });
         let mut backend = TestBackend {
             addr: listener.local_addr().expect("local address"),
@@ -245,7 +249,7 @@ async fn answer(
         "backend": counters.name, "method": method, "path": path, "headers": headers, "body_bytes": body,
     });
     counters.in_flight.fetch_sub(1, Ordering::SeqCst);
-    let mut response = reply(StatusCode::OK, echo.to_string());
+    let mut response = reply(counters.status, echo.to_string());
     if path == "/hop" {
         // Hop-by-hop headers a backend might send; the balancer must not pass them on.
         response
