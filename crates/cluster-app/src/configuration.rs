@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix_web::cookie::Key;
 use base64::Engine as _;
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 /// A session key must carry at least this many bytes: 32 sign the cookie,
 /// 32 encrypt it (actix-web's `Key`).
@@ -81,6 +81,11 @@ pub struct NodeArgs {
     #[arg(long, env = "COOKIE_SECURE", default_value_t = true, action = ArgAction::Set)]
     pub cookie_secure: bool,
 
+    /// Where sessions live: `redis` (actix-session's store, last writer wins) or
+    /// `redis-versioned` (compare-and-set; a refused write is answered 409).
+    #[arg(long, env = "SESSION_STORE", value_enum, default_value_t = SessionStoreKind::Redis)]
+    pub session_store: SessionStoreKind,
+
     /// Prefix of every Redis key this node writes.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "session:")]
     pub redis_key_prefix: String,
@@ -98,6 +103,18 @@ pub struct NodeArgs {
     pub workers: Option<usize>,
 }
 
+/// The session stores a node can run with (docs/session-consistency.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SessionStoreKind {
+    /// actix-session's `RedisSessionStore`: the store taught first. Concurrent
+    /// writes to one session overwrite each other, and a write racing a
+    /// logout can bring the session back.
+    Redis,
+    /// `versioned_session_store::VersionedRedisStore`: a write based on a
+    /// stale read, or to a session logged out meanwhile, is refused (409).
+    RedisVersioned,
+}
+
 /// Validated settings; holding one means the node can start.
 #[derive(Clone)]
 pub struct Settings {
@@ -110,6 +127,7 @@ pub struct Settings {
     pub session_ttl: Duration,
     pub cookie_name: String,
     pub cookie_secure: bool,
+    pub session_store: SessionStoreKind,
     pub redis_key_prefix: String,
     pub redis_timeout: Duration,
     pub drain: Duration,
@@ -187,6 +205,7 @@ impl TryFrom<NodeArgs> for Settings {
             session_ttl: Duration::from_secs(args.session_ttl_secs),
             cookie_name: args.cookie_name,
             cookie_secure: args.cookie_secure,
+            session_store: args.session_store,
             redis_key_prefix: args.redis_key_prefix,
             redis_timeout: Duration::from_millis(args.redis_timeout_ms),
             drain: Duration::from_millis(args.drain_ms),

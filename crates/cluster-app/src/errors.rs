@@ -12,6 +12,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{error, web, HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
+use versioned_session_store::SessionConflict;
 
 use crate::state::AppState;
 
@@ -57,6 +58,25 @@ impl ApiError {
             message: "session store unavailable".to_string(),
             retry_after: true,
         }
+    }
+
+    /// 409: the versioned store refused the session write (another request
+    /// wrote first, or the session was logged out meanwhile). Nothing of the
+    /// request's session changes was kept; the client may retry on fresh state.
+    pub fn session_conflict(node_id: &str, conflict: SessionConflict) -> ApiError {
+        ApiError {
+            node_id: node_id.to_string(),
+            status: StatusCode::CONFLICT,
+            message: conflict.to_string(),
+            retry_after: false,
+        }
+    }
+
+    /// 500 for what cannot happen with a sound session (a value that does
+    /// not serialize); the details go to the log, not to the client.
+    pub fn internal(state: &AppState, what: &str, err: impl std::fmt::Display) -> ApiError {
+        log::error!("{what}: {err}");
+        ApiError::new(state, StatusCode::INTERNAL_SERVER_ERROR, what)
     }
 }
 

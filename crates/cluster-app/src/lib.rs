@@ -2,11 +2,13 @@
 //! Redis, so that any node of the cluster can serve any request.
 //!
 //! Start with [`startup`] (how the pieces fit), then [`session_store`] (why
-//! a failing Redis gives a fast 503 instead of a hang) and [`shutdown`] (how a
+//! a failing Redis gives a fast 503 instead of a hang), [`store_unavailable`]
+//! (503 for a failing store, 409 for a refused write) and [`shutdown`] (how a
 //! node leaves the cluster without dropping requests).
 
 pub mod configuration;
 pub mod errors;
+pub mod getex_store;
 pub mod metrics;
 pub mod probe;
 pub mod redis_pool;

@@ -30,6 +30,7 @@ pub struct Metrics {
     store_operations: IntCounterVec,
     store_duration: HistogramVec,
     corrupt_sessions: IntCounter,
+    session_conflicts: IntCounterVec,
 }
 
 /// How a session-store operation ended; the `outcome` label.
@@ -38,6 +39,8 @@ pub enum StoreOutcome {
     Ok,
     Error,
     Timeout,
+    /// The versioned store refused a write; Redis itself is fine.
+    Conflict,
 }
 
 impl StoreOutcome {
@@ -46,6 +49,7 @@ impl StoreOutcome {
             StoreOutcome::Ok => "ok",
             StoreOutcome::Error => "error",
             StoreOutcome::Timeout => "timeout",
+            StoreOutcome::Conflict => "conflict",
         }
     }
 }
@@ -75,7 +79,7 @@ impl Metrics {
         let store_operations = IntCounterVec::new(
             Opts::new(
                 "session_store_operations_total",
-                "Session-store operations, by operation and outcome (ok, error, timeout).",
+                "Session-store operations, by operation and outcome (ok, error, timeout, conflict).",
             ),
             &["operation", "outcome"],
         )?;
@@ -91,12 +95,20 @@ impl Metrics {
             "session_corrupt_total",
             "Sessions whose stored state could not be read and was treated as no session.",
         )?;
+        let session_conflicts = IntCounterVec::new(
+            Opts::new(
+                "session_conflicts_total",
+                "Session writes the versioned store refused (answered 409), by reason: stale or gone.",
+            ),
+            &["reason"],
+        )?;
 
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(store_operations.clone()))?;
         registry.register(Box::new(store_duration.clone()))?;
         registry.register(Box::new(corrupt_sessions.clone()))?;
+        registry.register(Box::new(session_conflicts.clone()))?;
 
         Ok(Metrics {
             registry,
@@ -105,6 +117,7 @@ impl Metrics {
             store_operations,
             store_duration,
             corrupt_sessions,
+            session_conflicts,
         })
     }
 
@@ -124,6 +137,11 @@ impl Metrics {
 
     pub fn count_corrupt_session(&self) {
         self.corrupt_sessions.inc();
+    }
+
+    /// `reason` is a [`versioned_session_store::ConflictReason`] name.
+    pub fn count_session_conflict(&self, reason: &str) {
+        self.session_conflicts.with_label_values(&[reason]).inc();
     }
 
     /// All families in the Prometheus text format.

@@ -1,33 +1,24 @@
-//! actix-session's `RedisSessionStore`, with a deadline on every call.
+//! A deadline and metrics around any session store.
 //!
-//! The stock store has no timeout of its own: when Redis stops answering
-//! (killed, or packets dropped) a request waits as long as the TCP stack
-//! does. [`BoundedRedisStore`] wraps it and gives every operation at most
-//! `timeout`; past that the operation fails, and the middleware in
+//! Neither actix-session's `RedisSessionStore` nor the versioned store has a
+//! timeout of its own: when Redis stops answering (killed, or packets
+//! dropped) a request waits as long as the TCP stack does. [`BoundedStore`]
+//! wraps either of them and gives every operation at most `timeout`; past
+//! that the operation fails, and the middleware in
 //! [`crate::store_unavailable`] turns the failure into a fast 503.
 //!
-//! Reads are done here rather than by the stock store, for speed: the stock
-//! store sends `GET` before the handler and, when nothing changed, a separate
-//! `EXPIRE` after it to slide the idle timeout; each command also takes a
-//! pooled connection, which deadpool checks with a `PING`. `load` here sends
-//! one `GETEX key EX ttl` (Redis >= 6.2), which reads and slides the timeout
-//! at once, so `update_ttl` has nothing left to do: a session read costs two
-//! round trips instead of four, with the same expiry behaviour. Writes
-//! (`save`, `update`, `delete`) are the stock store's.
-//!
-//! Stored state that is not valid JSON is treated as "no session" (the stock
-//! middleware would keep the broken entry under the same key), logged and
-//! counted. Every operation is recorded in the metrics.
+//! Every operation is recorded in the metrics. A write the versioned store
+//! refused (a concurrent request wrote first, or the session was logged out)
+//! is not a Redis failure: it is counted as a conflict, by reason, and the
+//! store's error goes on unchanged so that the middleware can answer 409.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_session::storage::{
-    LoadError, RedisSessionStore, SaveError, SessionKey, SessionStore, UpdateError,
-};
+use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration as CookieDuration;
+use versioned_session_store::conflict_in_update;
 
 use crate::metrics::{Metrics, StoreOutcome};
 
@@ -35,73 +26,30 @@ use crate::metrics::{Metrics, StoreOutcome};
 type SessionState = HashMap<String, String>;
 
 #[derive(Clone)]
-pub struct BoundedRedisStore {
-    inner: RedisSessionStore,
-    pool: deadpool_redis::Pool,
-    key_prefix: Arc<str>,
-    /// The session's idle timeout, in seconds, as `GETEX ... EX` wants it.
-    ttl_secs: u64,
+pub struct BoundedStore<S> {
+    inner: S,
     timeout: Duration,
     metrics: Metrics,
 }
 
-impl BoundedRedisStore {
-    /// Keys in Redis are `key_prefix` + the random session key, so several
-    /// applications (or test runs) can share one Redis without colliding.
-    pub async fn new(
-        pool: deadpool_redis::Pool,
-        key_prefix: &str,
-        ttl: Duration,
-        timeout: Duration,
-        metrics: Metrics,
-    ) -> anyhow::Result<BoundedRedisStore> {
-        let key_prefix: Arc<str> = Arc::from(key_prefix);
-        let keygen_prefix = Arc::clone(&key_prefix);
-        let inner = RedisSessionStore::builder_pooled(pool.clone())
-            .cache_keygen(move |session_key| format!("{keygen_prefix}{session_key}"))
-            .build()
-            .await?;
-        Ok(BoundedRedisStore {
+impl<S: SessionStore> BoundedStore<S> {
+    pub fn new(inner: S, timeout: Duration, metrics: Metrics) -> BoundedStore<S> {
+        BoundedStore {
             inner,
-            pool,
-            key_prefix,
-            ttl_secs: ttl.as_secs(),
             timeout,
             metrics,
-        })
-    }
-
-    /// Reads the state and restarts its idle timeout, in one command.
-    async fn read_and_touch(
-        &self,
-        session_key: &SessionKey,
-    ) -> anyhow::Result<Option<SessionState>> {
-        let mut connection = self.pool.get().await?;
-        let stored: Option<String> = deadpool_redis::redis::cmd("GETEX")
-            .arg(format!("{}{}", self.key_prefix, session_key.as_ref()))
-            .arg("EX")
-            .arg(self.ttl_secs)
-            .query_async(&mut connection)
-            .await?;
-        Ok(stored.and_then(|json| match serde_json::from_str(&json) {
-            Ok(state) => Some(state),
-            Err(err) => {
-                log::warn!(
-                    "stored session state is not valid JSON, treating it as no session: {err}"
-                );
-                self.metrics.count_corrupt_session();
-                None
-            }
-        }))
+        }
     }
 
     /// Runs one store call under the deadline and records it.
-    /// `on_timeout` builds the operation's own error type from the message.
+    /// `on_timeout` builds the operation's own error type from the message;
+    /// `conflict` names the reason when an error is a refused write.
     async fn bounded<T, E>(
         &self,
         operation: &'static str,
         call: impl Future<Output = Result<T, E>>,
         on_timeout: impl FnOnce(anyhow::Error) -> E,
+        conflict: impl FnOnce(&E) -> Option<&'static str>,
     ) -> Result<T, E>
     where
         E: std::fmt::Display,
@@ -109,7 +57,13 @@ impl BoundedRedisStore {
         let started = Instant::now();
         let (outcome, result) = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => (StoreOutcome::Ok, Ok(value)),
-            Ok(Err(err)) => (StoreOutcome::Error, Err(err)),
+            Ok(Err(err)) => match conflict(&err) {
+                Some(reason) => {
+                    self.metrics.count_session_conflict(reason);
+                    (StoreOutcome::Conflict, Err(err))
+                }
+                None => (StoreOutcome::Error, Err(err)),
+            },
             Err(_elapsed) => {
                 let message = format!(
                     "session store {operation} timed out after {} ms",
@@ -121,8 +75,11 @@ impl BoundedRedisStore {
                 )
             }
         };
-        if let Err(err) = &result {
-            log::warn!("session store {operation} failed: {err:#}");
+        match (&result, outcome) {
+            // Expected under contention: the client gets a 409 and may retry.
+            (Err(err), StoreOutcome::Conflict) => log::debug!("session store {operation}: {err}"),
+            (Err(err), _) => log::warn!("session store {operation} failed: {err:#}"),
+            (Ok(_), _) => {}
         }
         self.metrics
             .observe_store_operation(operation, outcome, started);
@@ -130,14 +87,20 @@ impl BoundedRedisStore {
     }
 }
 
-impl SessionStore for BoundedRedisStore {
+/// Only `update` can be refused; the other operations never conflict.
+fn no_conflict<E>(_: &E) -> Option<&'static str> {
+    None
+}
+
+impl<S: SessionStore> SessionStore for BoundedStore<S> {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<SessionState>, LoadError> {
-        let load = async {
-            self.read_and_touch(session_key)
-                .await
-                .map_err(LoadError::Other)
-        };
-        self.bounded("load", load, LoadError::Other).await
+        self.bounded(
+            "load",
+            self.inner.load(session_key),
+            LoadError::Other,
+            no_conflict,
+        )
+        .await
     }
 
     async fn save(
@@ -145,8 +108,13 @@ impl SessionStore for BoundedRedisStore {
         state: SessionState,
         ttl: &CookieDuration,
     ) -> Result<SessionKey, SaveError> {
-        self.bounded("save", self.inner.save(state, ttl), SaveError::Other)
-            .await
+        self.bounded(
+            "save",
+            self.inner.save(state, ttl),
+            SaveError::Other,
+            no_conflict,
+        )
+        .await
     }
 
     async fn update(
@@ -159,21 +127,32 @@ impl SessionStore for BoundedRedisStore {
             "update",
             self.inner.update(session_key, state, ttl),
             UpdateError::Other,
+            |err| conflict_in_update(err).map(|conflict| conflict.reason.as_str()),
         )
         .await
     }
 
-    /// Nothing to do: `load` already restarted the idle timeout.
     async fn update_ttl(
         &self,
-        _session_key: &SessionKey,
-        _ttl: &CookieDuration,
+        session_key: &SessionKey,
+        ttl: &CookieDuration,
     ) -> anyhow::Result<()> {
-        Ok(())
+        self.bounded(
+            "update_ttl",
+            self.inner.update_ttl(session_key, ttl),
+            |err| err,
+            no_conflict,
+        )
+        .await
     }
 
     async fn delete(&self, session_key: &SessionKey) -> anyhow::Result<()> {
-        self.bounded("delete", self.inner.delete(session_key), |err| err)
-            .await
+        self.bounded(
+            "delete",
+            self.inner.delete(session_key),
+            |err| err,
+            no_conflict,
+        )
+        .await
     }
 }

@@ -8,13 +8,16 @@
 //! 3. `ErrorHandlers`: non-JSON error bodies (404, 405, ...) become JSON.
 //! 4. Probes (`/healthz`, `/readyz`, `/metrics`) are routed here, outside the
 //!    session layer. Everything else goes through:
-//! 5. [`store_unavailable`]: a session-store failure becomes a 503.
-//! 6. `SessionMiddleware` with [`BoundedRedisStore`].
+//! 5. [`store_unavailable`]: a session-store failure becomes a 503, a
+//!    refused write (versioned store only) a 409.
+//! 6. `SessionMiddleware` with the store `SESSION_STORE` names, inside a
+//!    [`BoundedStore`] (timeouts and metrics).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix_session::config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy};
+use actix_session::storage::SessionStore;
 use actix_session::SessionMiddleware;
 use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::cookie::{Key, SameSite};
@@ -22,12 +25,15 @@ use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, DefaultHeaders, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 
-use crate::configuration::Settings;
+use versioned_session_store::{AtomicCounter, VersionedRedisStore};
+
+use crate::configuration::{SessionStoreKind, Settings};
 use crate::errors::{json_body_error, json_error_body, SERVED_BY};
+use crate::getex_store::GetexRedisStore;
 use crate::metrics::{self, Metrics};
 use crate::redis_pool;
 use crate::routes;
-use crate::session_store::BoundedRedisStore;
+use crate::session_store::BoundedStore;
 use crate::shutdown::{drain_then_stop, DrainSwitch, ShutdownSignals};
 use crate::state::AppState;
 use crate::store_unavailable;
@@ -76,59 +82,46 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let metrics = Metrics::new(&settings.node_id)?;
         let pool = redis_pool::build(&settings.redis_url, settings.redis_timeout)?;
-        let store = BoundedRedisStore::new(
-            pool.clone(),
-            &settings.redis_key_prefix,
-            settings.session_ttl,
-            settings.redis_timeout,
-            metrics.clone(),
-        )
-        .await?;
         let drain = DrainSwitch::default();
         let state = web::Data::new(AppState {
             node_id: settings.node_id.clone(),
-            redis: pool,
+            redis: pool.clone(),
             redis_timeout: settings.redis_timeout,
             drain: drain.clone(),
-            metrics,
+            metrics: metrics.clone(),
+            counter: AtomicCounter::new(
+                pool.clone(),
+                settings.redis_key_prefix.as_str(),
+                settings.session_ttl,
+                settings.redis_timeout,
+            ),
         });
-        let cookie = CookieSettings {
-            key: settings.session_key.clone(),
-            name: settings.cookie_name.clone(),
-            secure: settings.cookie_secure,
-            ttl: settings.session_ttl,
-        };
         let signals = ShutdownSignals::install().map_err(StartupError::Signals)?;
 
-        let node_id = settings.node_id.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(JSON_BODY_LIMIT)
-                        .error_handler(json_body_error),
+        let server = match settings.session_store {
+            SessionStoreKind::Redis => {
+                let stock = GetexRedisStore::new(
+                    pool,
+                    &settings.redis_key_prefix,
+                    settings.session_ttl,
+                    metrics.clone(),
                 )
-                .configure(routes::probes)
-                .service(
-                    web::scope("")
-                        .configure(routes::session_routes)
-                        .wrap(session_middleware(store.clone(), &cookie))
-                        .wrap(from_fn(store_unavailable::respond_503_on_store_failure)),
-                )
-                .wrap(ErrorHandlers::new().default_handler(json_error_body))
-                .wrap(from_fn(metrics::record_request))
-                .wrap(DefaultHeaders::new().add((SERVED_BY, node_id.as_str())))
-        })
-        .workers(settings.workers)
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-        .bind(settings.listen_addr)
-        .map_err(|source| StartupError::Bind {
-            addr: settings.listen_addr,
-            source,
-        })?
-        .run();
+                .await?;
+                http_server(
+                    BoundedStore::new(stock, settings.redis_timeout, metrics),
+                    state,
+                    &settings,
+                )?
+            }
+            SessionStoreKind::RedisVersioned => {
+                let versioned = VersionedRedisStore::new(pool, settings.redis_key_prefix.as_str());
+                http_server(
+                    BoundedStore::new(versioned, settings.redis_timeout, metrics),
+                    state,
+                    &settings,
+                )?
+            }
+        };
 
         actix_web::rt::spawn(drain_then_stop(
             signals,
@@ -137,9 +130,10 @@ impl Application {
             server.handle(),
         ));
         log::info!(
-            "node {} listening on {}",
+            "node {} listening on {} (session store: {:?})",
             settings.node_id,
-            settings.listen_addr
+            settings.listen_addr,
+            settings.session_store
         );
         Ok(Application { server })
     }
@@ -151,12 +145,57 @@ impl Application {
     }
 }
 
+/// Binds and starts the HTTP server with `store` behind the session middleware.
+/// Generic because each `SESSION_STORE` is its own type.
+fn http_server<S>(
+    store: S,
+    state: web::Data<AppState>,
+    settings: &Settings,
+) -> Result<Server, StartupError>
+where
+    S: SessionStore + Clone + Send + 'static,
+{
+    let cookie = CookieSettings {
+        key: settings.session_key.clone(),
+        name: settings.cookie_name.clone(),
+        secure: settings.cookie_secure,
+        ttl: settings.session_ttl,
+    };
+    let node_id = settings.node_id.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(JSON_BODY_LIMIT)
+                    .error_handler(json_body_error),
+            )
+            .configure(routes::probes)
+            .service(
+                web::scope("")
+                    .configure(routes::session_routes)
+                    .wrap(session_middleware(store.clone(), &cookie))
+                    .wrap(from_fn(store_unavailable::map_store_errors)),
+            )
+            .wrap(ErrorHandlers::new().default_handler(json_error_body))
+            .wrap(from_fn(metrics::record_request))
+            .wrap(DefaultHeaders::new().add((SERVED_BY, node_id.as_str())))
+    })
+    .workers(settings.workers)
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+    .bind(settings.listen_addr)
+    .map_err(|source| StartupError::Bind {
+        addr: settings.listen_addr,
+        source,
+    })?
+    .run();
+    Ok(server)
+}
+
 /// Encrypted (Private) cookie, HttpOnly, SameSite=Lax; the session lives
 /// `ttl` after its last use, in Redis and in the browser alike.
-fn session_middleware(
-    store: BoundedRedisStore,
-    cookie: &CookieSettings,
-) -> SessionMiddleware<BoundedRedisStore> {
+fn session_middleware<S: SessionStore>(store: S, cookie: &CookieSettings) -> SessionMiddleware<S> {
     let ttl = CookieDuration::seconds(i64::try_from(cookie.ttl.as_secs()).unwrap_or(i64::MAX));
     SessionMiddleware::builder(store, cookie.key.clone())
         .cookie_name(cookie.name.clone())

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use versioned_session_store::AtomicCounter;
+
 use crate::metrics::Metrics;
 use crate::shutdown::DrainSwitch;
 
@@ -14,4 +16,6 @@ pub struct AppState {
     pub redis_timeout: Duration,
     pub drain: DrainSwitch,
     pub metrics: Metrics,
+    /// Per-session counters incremented in Redis (`POST /counter/incr?mode=atomic`).
+    pub counter: AtomicCounter,
 }

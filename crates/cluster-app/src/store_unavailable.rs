@@ -1,12 +1,18 @@
-//! Middleware: a failing session store becomes a fast 503, not an opaque 500.
+//! Middleware: session-store errors become JSON answers a client can act on.
 //!
 //! actix-session's middleware answers any store failure with an `Err` that
 //! renders as an empty 500 (`InternalError` around the store's error). This
-//! middleware sits directly around it and turns exactly those errors into
-//! `503 {"node","error":"session store unavailable"}` with `Retry-After: 1`,
-//! which tells a client (or a load balancer) that trying again is right.
+//! middleware sits directly around it and tells two cases apart:
 //!
-//! It stays an `Err` on the way out: a middleware cannot build a response
+//! - the versioned store refused the write (`SESSION_STORE=redis-versioned`):
+//!   `409 {"node","error"}`. The handler ran, its session changes were not
+//!   kept, and retrying on fresh state is right. Checked first, because the
+//!   refusal arrives in the same wrapper type as a failing Redis.
+//! - the store failed or timed out: `503 {"node","error":"session store
+//!   unavailable"}` with `Retry-After: 1`, which tells a client (or a load
+//!   balancer) that trying again is right.
+//!
+//! Both stay an `Err` on the way out: a middleware cannot build a response
 //! once the request has moved into the inner service (cloning the request
 //! beforehand breaks routing). [`ApiError`] renders it, `X-Served-By` included.
 
@@ -17,17 +23,20 @@ use actix_web::error::InternalError;
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::web;
+use versioned_session_store::conflict_in;
 
 use crate::errors::ApiError;
 use crate::state::AppState;
 
-pub async fn respond_503_on_store_failure(
+pub async fn map_store_errors(
     state: web::Data<AppState>,
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     next.call(req).await.map_err(|err| {
-        if is_session_store_failure(&err) {
+        if let Some(conflict) = conflict_in(&err) {
+            ApiError::session_conflict(&state.node_id, conflict).into()
+        } else if is_session_store_failure(&err) {
             ApiError::store_unavailable(&state.node_id).into()
         } else {
             log::error!("request failed in the session layer: {err}");

@@ -109,6 +109,13 @@ fn bad_configuration_is_one_line_and_exit_code_2() {
             .env("COOKIE_SECURE", "maybe"),
         "cookie-secure",
     );
+    assert_refused(
+        "unknown session store",
+        command()
+            .env("SESSION_KEY", &valid)
+            .env("SESSION_STORE", "memcached"),
+        "memcached",
+    );
     assert_refused("unknown flag", command().arg("--colour"), "--colour");
 }
 

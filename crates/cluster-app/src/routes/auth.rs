@@ -6,6 +6,7 @@ use actix_session::Session;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
+use versioned_session_store::ensure_session_id;
 
 use crate::errors::ApiError;
 use crate::session_data::{self, LOGIN_AT, USER};
@@ -24,6 +25,12 @@ pub struct LoginRequest {
 /// under a fresh one: an id an attacker planted before login (session
 /// fixation) is worthless afterwards. State of an anonymous session (a cart)
 /// is kept; state of another user who was logged in is not.
+///
+/// `clear()` is safe with the versioned store only because `renew()` follows:
+/// a renewed session is saved as a new one, which needs no version. Cleared
+/// and then updated in place, the write would be refused as unversioned.
+/// The session id for the atomic counter is set here, where the session is
+/// written anyway, so that atomic increments never have to write it.
 pub async fn login(
     state: web::Data<AppState>,
     session: Session,
@@ -44,6 +51,8 @@ pub async fn login(
         session.clear();
     }
     session.renew();
+    ensure_session_id(&session)
+        .map_err(|err| ApiError::internal(&state, "cannot store the session id", err))?;
     let login_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -1,18 +1,64 @@
-//! `POST /counter/incr`.
+//! `POST /counter/incr` and `POST /counter/incr?mode=atomic`.
+//!
+//! Two counters, to show the difference (docs/session-consistency.md):
+//!
+//! - `mode=session` (the default) keeps the counter in the session state:
+//!   read with the session, written back with it. Concurrent increments of
+//!   one session race: the stock store loses some, the versioned store
+//!   refuses all but one (409).
+//! - `mode=atomic` keeps it in its own Redis key and increments it there
+//!   (`INCR`): concurrent increments are all applied, none refused. The
+//!   session is only read, for the id that names the counter.
 
 use actix_session::Session;
 use actix_web::{web, HttpResponse};
+use serde::Deserialize;
 use serde_json::json;
+use versioned_session_store::ensure_session_id;
 
 use crate::errors::ApiError;
 use crate::session_data::{self, COUNTER};
 use crate::state::AppState;
 
+#[derive(Deserialize)]
+pub struct IncrQuery {
+    mode: Option<String>,
+}
+
+pub async fn incr(
+    state: web::Data<AppState>,
+    session: Session,
+    query: web::Query<IncrQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let counter = match query.mode.as_deref() {
+        None | Some("session") => increment_in_session(&state, &session)?,
+        Some("atomic") => increment_in_redis(&state, &session).await?,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                &state,
+                format!("unknown mode {other:?}: use \"session\" (the default) or \"atomic\""),
+            ))
+        }
+    };
+    Ok(HttpResponse::Ok().json(json!({ "node": state.node_id, "counter": counter })))
+}
+
 /// Get, add one, insert. Not `Session::update()`: in actix-session 0.11 it
 /// changes the value in memory without marking the session changed, so on an
 /// existing session the new value is never saved.
-pub async fn incr(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, ApiError> {
-    let counter = session_data::counter(&session, &state.metrics).saturating_add(1);
-    super::insert(&state, &session, COUNTER, counter)?;
-    Ok(HttpResponse::Ok().json(json!({ "node": state.node_id, "counter": counter })))
+fn increment_in_session(state: &AppState, session: &Session) -> Result<i64, ApiError> {
+    let counter = session_data::counter(session, &state.metrics).saturating_add(1);
+    super::insert(state, session, COUNTER, counter)?;
+    Ok(counter)
+}
+
+/// One `INCR` in Redis. The session id is set at login; a session that has
+/// none yet gets one here, which writes the session once.
+async fn increment_in_redis(state: &AppState, session: &Session) -> Result<i64, ApiError> {
+    let session_id = ensure_session_id(session)
+        .map_err(|err| ApiError::internal(state, "cannot store the session id", err))?;
+    state.counter.increment(&session_id).await.map_err(|err| {
+        log::warn!("atomic counter increment failed: {err}");
+        ApiError::store_unavailable(&state.node_id)
+    })
 }

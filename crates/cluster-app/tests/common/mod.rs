@@ -40,6 +40,7 @@ pub fn command() -> Command {
         "COOKIE_NAME",
         "COOKIE_SECURE",
         "REDIS_KEY_PREFIX",
+        "SESSION_STORE",
         "REDIS_TIMEOUT_MS",
         "DRAIN_MS",
         "WORKERS",

@@ -1,0 +1,125 @@
+//! actix-session's `RedisSessionStore`, reading with one `GETEX`.
+//!
+//! The stock store sends `GET` before the handler and, when nothing changed,
+//! a separate `EXPIRE` after it to slide the idle timeout; each command also
+//! takes a pooled connection, which deadpool checks with a `PING`.
+//! [`GetexRedisStore::load`] sends one `GETEX key EX ttl` (Redis >= 6.2),
+//! which reads and slides the timeout at once, so `update_ttl` has nothing
+//! left to do: a session read costs two round trips instead of four, with the
+//! same expiry behaviour. Writes (`save`, `update`, `delete`) are the stock
+//! store's, last writer wins included (docs/session-consistency.md).
+//!
+//! Stored state that is not valid JSON is treated as "no session" (the stock
+//! middleware would keep the broken entry under the same key), logged and
+//! counted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_session::storage::{
+    LoadError, RedisSessionStore, SaveError, SessionKey, SessionStore, UpdateError,
+};
+use actix_web::cookie::time::Duration as CookieDuration;
+
+use crate::metrics::Metrics;
+
+/// What actix-session keeps per session: key -> JSON-encoded value.
+type SessionState = HashMap<String, String>;
+
+#[derive(Clone)]
+pub struct GetexRedisStore {
+    inner: RedisSessionStore,
+    pool: deadpool_redis::Pool,
+    key_prefix: Arc<str>,
+    /// The session's idle timeout, in seconds, as `GETEX ... EX` wants it.
+    ttl_secs: u64,
+    metrics: Metrics,
+}
+
+impl GetexRedisStore {
+    /// Keys in Redis are `key_prefix` + the random session key, so several
+    /// applications (or test runs) can share one Redis without colliding.
+    pub async fn new(
+        pool: deadpool_redis::Pool,
+        key_prefix: &str,
+        ttl: Duration,
+        metrics: Metrics,
+    ) -> anyhow::Result<GetexRedisStore> {
+        let key_prefix: Arc<str> = Arc::from(key_prefix);
+        let keygen_prefix = Arc::clone(&key_prefix);
+        let inner = RedisSessionStore::builder_pooled(pool.clone())
+            .cache_keygen(move |session_key| format!("{keygen_prefix}{session_key}"))
+            .build()
+            .await?;
+        Ok(GetexRedisStore {
+            inner,
+            pool,
+            key_prefix,
+            ttl_secs: ttl.as_secs(),
+            metrics,
+        })
+    }
+
+    /// Reads the state and restarts its idle timeout, in one command.
+    async fn read_and_touch(
+        &self,
+        session_key: &SessionKey,
+    ) -> anyhow::Result<Option<SessionState>> {
+        let mut connection = self.pool.get().await?;
+        let stored: Option<String> = deadpool_redis::redis::cmd("GETEX")
+            .arg(format!("{}{}", self.key_prefix, session_key.as_ref()))
+            .arg("EX")
+            .arg(self.ttl_secs)
+            .query_async(&mut connection)
+            .await?;
+        Ok(stored.and_then(|json| match serde_json::from_str(&json) {
+            Ok(state) => Some(state),
+            Err(err) => {
+                log::warn!(
+                    "stored session state is not valid JSON, treating it as no session: {err}"
+                );
+                self.metrics.count_corrupt_session();
+                None
+            }
+        }))
+    }
+}
+
+impl SessionStore for GetexRedisStore {
+    async fn load(&self, session_key: &SessionKey) -> Result<Option<SessionState>, LoadError> {
+        self.read_and_touch(session_key)
+            .await
+            .map_err(LoadError::Other)
+    }
+
+    async fn save(
+        &self,
+        state: SessionState,
+        ttl: &CookieDuration,
+    ) -> Result<SessionKey, SaveError> {
+        self.inner.save(state, ttl).await
+    }
+
+    async fn update(
+        &self,
+        session_key: SessionKey,
+        state: SessionState,
+        ttl: &CookieDuration,
+    ) -> Result<SessionKey, UpdateError> {
+        self.inner.update(session_key, state, ttl).await
+    }
+
+    /// Nothing to do: `load` already restarted the idle timeout.
+    async fn update_ttl(
+        &self,
+        _session_key: &SessionKey,
+        _ttl: &CookieDuration,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn delete(&self, session_key: &SessionKey) -> anyhow::Result<()> {
+        self.inner.delete(session_key).await
+    }
+}
