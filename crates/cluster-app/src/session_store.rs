@@ -52,7 +52,7 @@ impl<S: SessionStore> BoundedStore<S> {
         conflict: impl FnOnce(&E) -> Option<&'static str>,
     ) -> Result<T, E>
     where
-        E: std::fmt::Display,
+        E: Describe,
     {
         let started = Instant::now();
         let (outcome, result) = match tokio::time::timeout(self.timeout, call).await {
@@ -77,8 +77,10 @@ impl<S: SessionStore> BoundedStore<S> {
         };
         match (&result, outcome) {
             // Expected under contention: the client gets a 409 and may retry.
-            (Err(err), StoreOutcome::Conflict) => log::debug!("session store {operation}: {err}"),
-            (Err(err), _) => log::warn!("session store {operation} failed: {err:#}"),
+            (Err(err), StoreOutcome::Conflict) => {
+                log::debug!("session store {operation}: {}", err.describe())
+            }
+            (Err(err), _) => log::warn!("session store {operation} failed: {}", err.describe()),
             (Ok(_), _) => {}
         }
         self.metrics
@@ -86,6 +88,37 @@ impl<S: SessionStore> BoundedStore<S> {
         result
     }
 }
+
+/// A store error with its causes, for the log: actix-session's error types
+/// print one generic line ("Something went wrong...") and keep the cause in
+/// `source()`.
+trait Describe {
+    fn describe(&self) -> String;
+}
+
+impl Describe for anyhow::Error {
+    fn describe(&self) -> String {
+        format!("{self:#}")
+    }
+}
+
+macro_rules! describe_with_sources {
+    ($($error:ty),*) => {$(
+        impl Describe for $error {
+            fn describe(&self) -> String {
+                let mut text = self.to_string();
+                let mut cause = std::error::Error::source(self);
+                while let Some(err) = cause {
+                    text.push_str(&format!(": {err}"));
+                    cause = err.source();
+                }
+                text
+            }
+        }
+    )*};
+}
+
+describe_with_sources!(LoadError, SaveError, UpdateError);
 
 /// Only `update` can be refused; the other operations never conflict.
 fn no_conflict<E>(_: &E) -> Option<&'static str> {

@@ -2,8 +2,9 @@
 //!
 //! The order matters and is part of the story: first the happy path
 //! (continuity, the shared key), then a crash and the recovery from it, then a
-//! planned deploy, and last the failures of Redis itself, which would disturb
-//! every scenario run after them.
+//! planned deploy, then the failures of Redis itself, which would disturb
+//! every scenario run after them, and last the write races, which restart the
+//! nodes with other session stores.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use crate::load::LoadSummary;
 use crate::progress::Progress;
 use crate::report::{print_table, timeline_path, write_timeline, Report};
 use crate::scale;
+use crate::scenarios::lost_updates::Race;
 use crate::scenarios::{self, Context, Pace, ScenarioResult};
 
 pub struct VerifyOptions {
@@ -26,10 +28,10 @@ pub struct VerifyOptions {
 pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
     let started = Instant::now();
     let progress = Progress::new();
-    let pace = if options.quick {
-        Pace::QUICK
+    let (pace, race) = if options.quick {
+        (Pace::QUICK, Race::QUICK)
     } else {
-        Pace::FULL
+        (Pace::FULL, Race::FULL)
     };
     progress.begin("cluster");
     progress.step(&format!(
@@ -156,6 +158,15 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
                 ));
             }
         }
+        results.push(
+            scenarios::run(
+                &progress,
+                "lost-updates",
+                scenarios::lost_updates::run(&mut ctx, race),
+            )
+            .await
+            .0,
+        );
     }
     let any_failed = results
         .iter()

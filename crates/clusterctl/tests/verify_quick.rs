@@ -51,12 +51,25 @@ fn verify_quick_passes_on_three_nodes() {
             "rolling-restart",
             "redis-unreachable",
             "redis-restart-aof",
-            "redis-restart-no-persistence"
+            "redis-restart-no-persistence",
+            "lost-updates"
         ]
     );
     assert!(
         scenarios.iter().all(|s| s["status"] == "passed"),
         "{printed}"
+    );
+    let lost_updates = &scenarios[8]["figures"];
+    let modes: Vec<&str> = lost_updates["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["redis", "redis-versioned", "atomic"]);
+    assert!(
+        printed.contains("conflicts (409)"),
+        "the per-mode table is printed"
     );
     assert!(
         out.path().join("report-sigkill.svg").exists(),

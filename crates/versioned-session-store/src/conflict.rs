@@ -4,9 +4,12 @@
 //! `UpdateError::Other(anyhow::Error)` wrapping a [`SessionConflict`]. actix-session's
 //! middleware then wraps *that* in `actix_web::error::InternalError` with an empty 500
 //! response, and InternalError keeps its cause private: no downcast reaches it. What stays
-//! visible is its `Debug` text, which prints the cause's chain, so [`conflict_in`] checks
-//! that the error is an `InternalError<UpdateError>` and looks there for the conflict's
-//! message. A node turns such an error into 409 in a middleware outside the session
+//! visible is its `Debug` text, so [`conflict_in`] checks that the error is an
+//! `InternalError<UpdateError>` and looks there for the conflict's message. It asks for the
+//! alternate form (`{:#?}`), in which anyhow shows the cause's own `Debug` — ours carries the
+//! message — and no backtrace: the plain form would also resolve, symbol by symbol, the
+//! backtrace anyhow captured whenever `RUST_BACKTRACE` is set, and that takes milliseconds
+//! of a worker's time on every 409. A node turns such an error into 409 in a middleware outside the session
 //! middleware; a wrapping store (timeouts, metrics) sees the typed error directly and can
 //! use [`conflict_in_update`].
 
@@ -36,9 +39,16 @@ impl ConflictReason {
 }
 
 /// A session write refused by the compare-and-set: nothing was written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub struct SessionConflict {
     pub reason: ConflictReason,
+}
+
+/// Includes the message: [`conflict_in`] finds the conflict in the `Debug` text.
+impl fmt::Debug for SessionConflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionConflict({:?}: {self})", self.reason)
+    }
 }
 
 impl fmt::Display for SessionConflict {
@@ -69,7 +79,7 @@ pub fn conflict_in_update(err: &UpdateError) -> Option<&SessionConflict> {
 /// handler ran but its session changes were refused — answer 409 so the client can retry.
 pub fn conflict_in(err: &actix_web::Error) -> Option<SessionConflict> {
     let update_error = err.as_error::<InternalError<UpdateError>>()?;
-    let text = format!("{update_error:?}");
+    let text = format!("{update_error:#?}");
     [ConflictReason::Stale, ConflictReason::Gone]
         .into_iter()
         .map(|reason| SessionConflict { reason })

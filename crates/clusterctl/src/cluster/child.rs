@@ -46,6 +46,12 @@ impl Supervised {
         &self.spec
     }
 
+    /// Sets an environment variable for the next [`Supervised::restart`].
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.spec.env.retain(|(existing, _)| existing != name);
+        self.spec.env.push((name.to_string(), value.to_string()));
+    }
+
     /// Starts the process again from its spec (SIGKILLing a previous run first).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();

@@ -61,6 +61,8 @@ impl Node {
                 ("SESSION_KEY".into(), settings.session_key.clone()),
                 // Plain http on loopback: a Secure cookie would never be sent back.
                 ("COOKIE_SECURE".into(), "false".into()),
+                // Stated, not inherited: the stock store unless a scenario switches it.
+                ("SESSION_STORE".into(), "redis".into()),
             ],
             log: log_dir.join(format!("{id}.log")),
         };
@@ -123,6 +125,13 @@ impl Node {
 
     /// Starts the same process again (same id, port, key).
     pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.restart()
+    }
+
+    /// Starts the process again with another `SESSION_STORE` (`redis` or
+    /// `redis-versioned`); later restarts keep it.
+    pub fn restart_with_session_store(&mut self, store: &str) -> anyhow::Result<()> {
+        self.process.set_env("SESSION_STORE", store);
         self.process.restart()
     }
 }

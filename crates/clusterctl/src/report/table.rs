@@ -4,6 +4,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, Color, ContentArrangement, Table};
 
 use super::Report;
+use crate::scenarios::lost_updates;
 use crate::scenarios::Status;
 
 pub fn print_table(report: &Report) {
@@ -26,6 +27,7 @@ pub fn print_table(report: &Report) {
         ]);
     }
     println!("{table}");
+    print_lost_updates(report);
 
     for scenario in report.failed() {
         for check in scenario.checks.iter().filter(|c| !c.passed) {
@@ -52,4 +54,62 @@ pub fn print_table(report: &Report) {
         report.cluster_startup_ms,
         report.duration_ms as f64 / 1000.0
     );
+}
+
+/// The lost-updates race, one row per mode: what clients were told and what
+/// Redis kept, side by side.
+fn print_lost_updates(report: &Report) {
+    let Some(figures) = report
+        .scenarios
+        .iter()
+        .find(|s| s.name == "lost-updates")
+        .and_then(|s| serde_json::from_value::<lost_updates::Figures>(s.figures.clone()).ok())
+    else {
+        return;
+    };
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(120)
+        .set_header([
+            "mode",
+            "requests",
+            "acknowledged",
+            "final value",
+            "lost",
+            "conflicts (409)",
+            "errors",
+            "req/s",
+            "served by",
+        ]);
+    for mode in &figures.modes {
+        let served_by: Vec<String> = mode
+            .served_by
+            .iter()
+            .map(|(node, n)| format!("{node} {n}"))
+            .collect();
+        table.add_row([
+            Cell::new(&mode.mode),
+            Cell::new(mode.requests),
+            Cell::new(mode.acknowledged),
+            Cell::new(mode.final_value),
+            Cell::new(mode.lost),
+            Cell::new(mode.conflicts),
+            Cell::new(mode.errors),
+            Cell::new(format!("{:.0}", mode.throughput_per_sec)),
+            Cell::new(served_by.join(", ")),
+        ]);
+    }
+    println!(
+        "lost-updates: {} concurrent clients x {} increments of one session, through the LB",
+        figures.clients, figures.increments_per_client
+    );
+    println!("{table}");
+    for logout in &figures.logout_races {
+        println!(
+            "logout race, {}: {} of {} logouts undone by a concurrent write",
+            logout.store, logout.resurrected, logout.trials
+        );
+    }
 }

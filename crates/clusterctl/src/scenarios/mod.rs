@@ -7,6 +7,7 @@
 //! itself.
 
 pub mod continuity;
+pub mod lost_updates;
 pub mod node_kill;
 pub mod redis_blackhole;
 pub mod redis_restart;
