@@ -139,7 +139,7 @@ fn every_answer_names_the_node_even_errors() {
         ),
         (
             "/whoami",
-            json!({"node": "node-7", "user": null, "counter": 0, "atomic_counter": 0, "items": {}}),
+            json!({"node": "node-7", "user": null, "counter": 0, "items": {}}),
             200,
         ),
     ];

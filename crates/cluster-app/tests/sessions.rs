@@ -16,7 +16,7 @@ fn login_whoami_incr_logout() {
     assert_eq!(anonymous.status, 200);
     assert_eq!(
         anonymous.body,
-        json!({"node": "a", "user": null, "counter": 0, "atomic_counter": 0, "items": {}})
+        json!({"node": "a", "user": null, "counter": 0, "items": {}})
     );
 
     let login = browser.login(&node, "alice");
@@ -49,7 +49,7 @@ fn login_whoami_incr_logout() {
     let me = browser.get(&node, "/whoami");
     assert_eq!(
         me.body,
-        json!({"node": "a", "user": "alice", "counter": 2, "atomic_counter": 0, "items": {}})
+        json!({"node": "a", "user": "alice", "counter": 2, "items": {}})
     );
 
     let logout = browser.post(&node, "/logout");

@@ -1,4 +1,4 @@
-//! `POST /counter/incr` and `POST /counter/incr?mode=atomic`.
+//! `POST /counter/incr[?mode=atomic]` and `GET /counter[?mode=atomic]`.
 //!
 //! Two counters, to show the difference (docs/session-consistency.md):
 //!
@@ -14,30 +14,63 @@ use actix_session::Session;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
-use versioned_session_store::ensure_session_id;
+use versioned_session_store::{ensure_session_id, SESSION_ID_KEY};
 
 use crate::errors::ApiError;
 use crate::session_data::{self, COUNTER};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
-pub struct IncrQuery {
+pub struct ModeQuery {
     mode: Option<String>,
+}
+
+enum Mode {
+    Session,
+    Atomic,
+}
+
+impl ModeQuery {
+    fn mode(&self, state: &AppState) -> Result<Mode, ApiError> {
+        match self.mode.as_deref() {
+            None | Some("session") => Ok(Mode::Session),
+            Some("atomic") => Ok(Mode::Atomic),
+            Some(other) => Err(ApiError::bad_request(
+                state,
+                format!("unknown mode {other:?}: use \"session\" (the default) or \"atomic\""),
+            )),
+        }
+    }
 }
 
 pub async fn incr(
     state: web::Data<AppState>,
     session: Session,
-    query: web::Query<IncrQuery>,
+    query: web::Query<ModeQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let counter = match query.mode.as_deref() {
-        None | Some("session") => increment_in_session(&state, &session)?,
-        Some("atomic") => increment_in_redis(&state, &session).await?,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                &state,
-                format!("unknown mode {other:?}: use \"session\" (the default) or \"atomic\""),
-            ))
+    let counter = match query.mode(&state)? {
+        Mode::Session => increment_in_session(&state, &session)?,
+        Mode::Atomic => increment_in_redis(&state, &session).await?,
+    };
+    Ok(HttpResponse::Ok().json(json!({ "node": state.node_id, "counter": counter })))
+}
+
+/// Reads either counter without changing it.
+pub async fn get(
+    state: web::Data<AppState>,
+    session: Session,
+    query: web::Query<ModeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let counter = match query.mode(&state)? {
+        Mode::Session => session_data::counter(&session, &state.metrics),
+        Mode::Atomic => {
+            match session_data::read::<String>(&session, SESSION_ID_KEY, &state.metrics) {
+                Some(session_id) => state.counter.value(&session_id).await.map_err(|err| {
+                    log::warn!("atomic counter read failed: {err}");
+                    ApiError::store_unavailable(&state.node_id)
+                })?,
+                None => 0,
+            }
         }
     };
     Ok(HttpResponse::Ok().json(json!({ "node": state.node_id, "counter": counter })))

@@ -30,6 +30,7 @@ pub fn session_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/login", web::post().to(auth::login))
         .route("/logout", web::post().to(auth::logout))
         .route("/whoami", web::get().to(whoami::whoami))
+        .route("/counter", web::get().to(counter::get))
         .route("/counter/incr", web::post().to(counter::incr))
         .route("/session/items", web::get().to(items::list))
         .route("/session/items/{key}", web::put().to(items::put));

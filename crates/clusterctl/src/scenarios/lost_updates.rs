@@ -244,15 +244,15 @@ async fn increment_race(
     for node in replies.iter().flatten().filter_map(|r| r.served_by.clone()) {
         *served_by.entry(node).or_insert(0) += 1;
     }
-    let after = session.whoami(&http, &lb).await?;
-    let field = if mode == "atomic" {
-        "atomic_counter"
+    let path = if mode == "atomic" {
+        "/counter?mode=atomic"
     } else {
-        "counter"
+        "/counter"
     };
-    let Some(final_value) = after.body.get(field).and_then(|v| v.as_i64()) else {
+    let after = session.send(&http, Method::GET, &lb, path, None).await?;
+    let Some(final_value) = after.body.get("counter").and_then(|v| v.as_i64()) else {
         bail!(
-            "whoami after the race answered {}: {}",
+            "GET {path} after the race answered {}: {}",
             after.status,
             after.body
         );
