@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 /// window between closing the probe socket and the real bind is accepted.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on 127.0.0.1");
-    listener.local_addr().expect("local address of a bound socket").port()
+    listener
+        .local_addr()
+        .expect("local address of a bound socket")
+        .port()
 }
 
 /// Polls `check` every 10 ms until it returns `Some`, or gives up after `limit`.

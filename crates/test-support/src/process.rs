@@ -18,7 +18,10 @@ impl ChildGuard {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        ChildGuard { name, child: Some(child) }
+        ChildGuard {
+            name,
+            child: Some(child),
+        }
     }
 
     pub fn pid(&self) -> i32 {

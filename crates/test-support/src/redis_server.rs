@@ -33,7 +33,12 @@ impl RedisServer {
 
     fn start_inner(aof: bool) -> RedisServer {
         let dir = tempfile::tempdir().expect("temporary directory for redis-server");
-        let mut server = RedisServer { port: free_port(), aof, dir, process: None };
+        let mut server = RedisServer {
+            port: free_port(),
+            aof,
+            dir,
+            process: None,
+        };
         server.launch();
         server
     }
