@@ -27,7 +27,7 @@ USER_NAME=alice
 LOAD_SECONDS=${LOAD_SECONDS:-8}
 LOAD_CONNECTIONS=${LOAD_CONNECTIONS:-4}
 KILL_AFTER_SECONDS=${KILL_AFTER_SECONDS:-3}
-REJOIN_SECONDS=${REJOIN_SECONDS:-40}
+REJOIN_SECONDS=${REJOIN_SECONDS:-10}
 # Each connection waits this long between requests: at most 4 x 500 = 2000 requests/s.
 LOAD_DELAY_MS=2
 LOAD_MAX_REQUESTS_PER_THREAD=10000
@@ -171,8 +171,8 @@ fi
 ok "$victim is healthy and reads the session: nothing was stored on the node itself"
 
 step "Wait until the load balancer sends traffic to $victim again (at most ${REJOIN_SECONDS} s)"
-say "one GET every 0.1 s: the load balancer routes by peak-EWMA latency, and the failure"
-say "penalty $victim earned when it died may take some seconds to decay"
+say "one GET every 0.1 s: the load balancer's health check must see $victim ready twice; then"
+say "it starts $victim with a fresh latency estimate, so traffic follows within a second or so"
 healthy_at=$(date +%s%N)
 elapsed_ms() { echo $(( ($(date +%s%N) - healthy_at) / 1000000 )); }
 requests_after=0
