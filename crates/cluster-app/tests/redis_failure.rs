@@ -16,6 +16,22 @@ use test_support::{wait_for, RedisServer};
 const BOUND: Duration = Duration::from_millis(500 + 100);
 
 #[test]
+fn the_first_read_after_a_redis_restart_succeeds() {
+    // Redis restarts while no request is in flight: the node's connections are
+    // broken, but no request has noticed yet. The next read must not pay for it.
+    let mut redis = RedisServer::start_with_aof();
+    let node = Node::start("a", &redis.url());
+    let mut browser = Browser::new();
+    browser.login(&node, "alice");
+    assert_eq!(browser.get(&node, "/whoami").status, 200);
+
+    redis.restart();
+    let reply = browser.get(&node, "/whoami");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.body["user"], "alice");
+}
+
+#[test]
 fn redis_killed_gives_a_fast_503_and_redis_back_gives_200_within_a_second() {
     let mut redis = RedisServer::start_with_aof();
     let node = Node::start("a", &redis.url());
