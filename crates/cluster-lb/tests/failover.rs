@@ -30,6 +30,12 @@ async fn kill_under_load(method: Method) -> (common::LoadReport, usize, u64) {
         victim.requests() > 0,
         "the victim took traffic before the kill"
     );
+    // Power-of-two-choices may steer away from the victim for a moment; kill it while it is
+    // answering, so the test always covers requests cut mid-flight.
+    assert!(
+        common::wait_until(Duration::from_secs(3), || victim.in_flight() > 0).await,
+        "the victim had no request in flight for 3 s"
+    );
     let in_flight_at_kill = victim.kill().await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     stop.store(true, Ordering::SeqCst);
