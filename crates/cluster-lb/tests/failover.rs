@@ -58,12 +58,16 @@ async fn kill_under_load(method: Method) -> (common::LoadReport, usize, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_backend_under_load_fails_no_get() {
-    let (report, in_flight_at_kill, lost) = kill_under_load(Method::GET).await;
-    assert!(
-        in_flight_at_kill > 0 && lost > 0,
-        "the kill cut requests in flight ({in_flight_at_kill}; {lost} lost), which were replayed"
-    );
-    assert_eq!(report.failed, 0, "failed GETs: {:?}", report.failures);
+    // The point is GETs cut mid-flight and replayed. On a busy machine the kill can land in a
+    // gap where the victim answers nothing; then the run proves less, so it is run again.
+    for _ in 0..3 {
+        let (report, in_flight_at_kill, lost) = kill_under_load(Method::GET).await;
+        assert_eq!(report.failed, 0, "failed GETs: {:?}", report.failures);
+        if in_flight_at_kill > 0 && lost > 0 {
+            return;
+        }
+    }
+    panic!("in 3 runs the kill never cut a GET in flight");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
