@@ -4,7 +4,7 @@
 //! itself, so dropping `Transfer-Encoding` is safe. For an `Upgrade` (WebSocket) exchange the
 //! upgrade headers are put back on purpose by the caller.
 
-use hyper::header::{self, HeaderMap, HeaderName};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 const ALWAYS: [HeaderName; 7] = [
     header::CONNECTION,
@@ -36,6 +36,16 @@ pub fn strip(headers: &mut HeaderMap) {
 }
 
 /// Is this request asking to switch protocols (`Connection: upgrade` plus `Upgrade: ...`)?
+/// [`strip`], then, for an upgrade (`protocol` is the `Upgrade` value it carried), puts back
+/// the two headers that must cross the proxy for the switch to happen.
+pub fn strip_keeping_upgrade(headers: &mut HeaderMap, protocol: Option<HeaderValue>) {
+    strip(headers);
+    if let Some(protocol) = protocol {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+}
+
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers

@@ -262,13 +262,7 @@ impl Proxy {
             .then(|| hyper::upgrade::on(&mut request));
 
         let (mut parts, incoming) = request.into_parts();
-        hop_by_hop::strip(&mut parts.headers);
-        if let Some(protocol) = upgrade_protocol {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, protocol);
-        }
+        hop_by_hop::strip_keeping_upgrade(&mut parts.headers, upgrade_protocol);
         let request_id = forwarded::apply(&mut parts.headers, peer, &self.trusted);
 
         let body = match Limited::new(incoming, self.options.max_body_bytes)
@@ -367,13 +361,7 @@ impl Proxy {
         }
 
         let (mut parts, incoming) = response.into_parts();
-        hop_by_hop::strip(&mut parts.headers);
-        if let Some(protocol) = upgrade_protocol {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, protocol);
-        }
+        hop_by_hop::strip_keeping_upgrade(&mut parts.headers, upgrade_protocol);
         parts
             .headers
             .entry(&X_REQUEST_ID)
