@@ -191,6 +191,12 @@ impl Backend {
         }
     }
 
+    /// Forgets the latency history and starts from `estimate`: for a backend that joins the
+    /// set or comes back up (see `BackendSet::typical_latency`).
+    pub fn start_fresh(&self, estimate: Duration) {
+        self.latency.restart_at(estimate);
+    }
+
     /// A response head arrived after `latency`.
     pub fn record_response(&self, latency: Duration, server_error: bool) {
         if server_error {
@@ -248,10 +254,7 @@ impl Backend {
         let was_up = self.up.swap(up, Ordering::Relaxed);
         self.up_gauge.set(i64::from(up));
         match (was_up, up) {
-            (false, true) => {
-                self.latency.reset();
-                Some(Transition::WentUp)
-            }
+            (false, true) => Some(Transition::WentUp),
             (true, false) => Some(Transition::WentDown),
             _ => None,
         }
@@ -317,22 +320,5 @@ mod tests {
         assert_eq!(backend.record_check(true, 2, 2), Some(Transition::WentUp));
         assert_eq!(backend.mark_down(), Some(Transition::WentDown));
         assert_eq!(backend.state(), State::Down);
-    }
-
-    #[test]
-    fn a_backend_that_comes_back_up_starts_with_a_fresh_latency_estimate() {
-        let backend = Backend::new(
-            BackendAddress::parse("127.0.0.1:1").unwrap(),
-            &Metrics::new(),
-        );
-        backend.record_failure(Duration::ZERO);
-        backend.mark_down();
-        assert!(backend.ewma() >= FAILURE_PENALTY / 2);
-        backend.record_check(true, 1, 1);
-        assert!(
-            backend.ewma() < Duration::from_millis(5),
-            "penalties from before the outage would starve the returning backend: {:?}",
-            backend.ewma()
-        );
     }
 }

@@ -5,9 +5,11 @@
 //! A request that already holds a removed backend finishes on it normally.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::backend::{Backend, BackendAddress};
 use crate::metrics::Metrics;
+use crate::peak_ewma;
 
 pub type Snapshot = Arc<[Arc<Backend>]>;
 
@@ -47,10 +49,16 @@ impl BackendSet {
             return Err(ChangeError::Exists(address.to_string()));
         }
         let backend = Arc::new(Backend::new(address, &self.metrics));
+        backend.start_fresh(typical_latency(&list, &backend));
         let mut next: Vec<_> = list.iter().cloned().collect();
         next.push(Arc::clone(&backend));
         *list = Arc::from(next);
         Ok(backend)
+    }
+
+    /// The latency estimate a backend joining or returning to the set starts from.
+    pub fn typical_latency(&self, newcomer: &Arc<Backend>) -> Duration {
+        typical_latency(&self.snapshot(), newcomer)
     }
 
     /// Removes a backend: no new requests; in-flight ones finish; its health checks stop.
@@ -65,5 +73,69 @@ impl BackendSet {
         *list = Arc::from(next);
         self.metrics.forget_backend(id);
         Ok(removed)
+    }
+}
+
+/// The mean estimate of the eligible backends other than `newcomer`.
+///
+/// Power-of-two-choices sends a request to the lower-scored backend of a random pair, so a
+/// newcomer's starting estimate decides whether it gets traffic at all: higher than its peers'
+/// (a fixed default above their real latency, or the penalties of its last failures) and it
+/// loses every comparison until that decays, seconds later; zero and it wins every one, and a
+/// cold node takes the whole load at once. Starting at its peers' mean makes it an ordinary
+/// member at once: it wins against the slower half and its own responses take over from there.
+fn typical_latency(backends: &[Arc<Backend>], newcomer: &Arc<Backend>) -> Duration {
+    let peers: Vec<Duration> = backends
+        .iter()
+        .filter(|b| !Arc::ptr_eq(b, newcomer) && b.is_eligible())
+        .map(|b| b.ewma())
+        .collect();
+    if peers.is_empty() {
+        return peak_ewma::INITIAL;
+    }
+    peers.iter().sum::<Duration>() / peers.len() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Transition;
+
+    fn address(port: u16) -> BackendAddress {
+        BackendAddress::parse(&format!("127.0.0.1:{port}")).unwrap()
+    }
+
+    #[test]
+    fn a_backend_joins_at_the_mean_latency_of_its_peers() {
+        let set = BackendSet::new(Arc::new(Metrics::new()));
+        let fast = set.add(address(1)).unwrap();
+        let slow = set.add(address(2)).unwrap();
+        fast.start_fresh(Duration::from_micros(200));
+        slow.start_fresh(Duration::from_micros(600));
+        let newcomer = set.add(address(3)).unwrap();
+        let estimate = newcomer.ewma();
+        assert!(
+            estimate > Duration::from_micros(300) && estimate < Duration::from_micros(500),
+            "between its peers, not the 1 ms default nor zero: {estimate:?}"
+        );
+    }
+
+    #[test]
+    fn a_returning_backend_forgets_its_penalties() {
+        let set = BackendSet::new(Arc::new(Metrics::new()));
+        let peer = set.add(address(1)).unwrap();
+        peer.start_fresh(Duration::from_micros(300));
+        let phoenix = set.add(address(2)).unwrap();
+        phoenix.record_failure(Duration::ZERO);
+        phoenix.mark_down();
+        assert!(phoenix.ewma() >= Duration::from_millis(250));
+
+        assert_eq!(phoenix.record_check(true, 1, 1), Some(Transition::WentUp));
+        phoenix.start_fresh(set.typical_latency(&phoenix));
+        assert!(
+            phoenix.ewma() <= Duration::from_micros(300),
+            "penalties from before the outage would starve the returning backend: {:?}",
+            phoenix.ewma()
+        );
     }
 }

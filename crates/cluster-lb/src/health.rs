@@ -18,6 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::backend::{Backend, Transition};
+use crate::backend_set::BackendSet;
 
 #[derive(Debug, Clone)]
 pub struct HealthOptions {
@@ -45,6 +46,8 @@ impl Default for HealthOptions {
 pub struct HealthChecker {
     options: HealthOptions,
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// A backend that comes back up starts from its peers' typical latency.
+    backends: Arc<BackendSet>,
 }
 
 enum Outcome {
@@ -54,7 +57,7 @@ enum Outcome {
 }
 
 impl HealthChecker {
-    pub fn new(options: HealthOptions) -> HealthChecker {
+    pub fn new(options: HealthOptions, backends: Arc<BackendSet>) -> HealthChecker {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(options.interval));
         connector.set_nodelay(true);
@@ -62,7 +65,11 @@ impl HealthChecker {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector);
-        HealthChecker { options, client }
+        HealthChecker {
+            options,
+            client,
+            backends,
+        }
     }
 
     /// Checks `backend` until it is removed (the last strong reference is gone).
@@ -94,7 +101,10 @@ impl HealthChecker {
                 }
             };
             match transition {
-                Some(Transition::WentUp) => log::info!("backend {} is up", current.id()),
+                Some(Transition::WentUp) => {
+                    current.start_fresh(self.backends.typical_latency(&current));
+                    log::info!("backend {} is up", current.id());
+                }
                 Some(Transition::WentDown) => {
                     log::warn!("backend {} is down (health check)", current.id())
                 }

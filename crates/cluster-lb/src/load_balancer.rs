@@ -39,7 +39,7 @@ struct Shared {
 fn start_backends(settings: &Settings) -> Shared {
     let metrics = Arc::new(Metrics::new());
     let backends = Arc::new(BackendSet::new(Arc::clone(&metrics)));
-    let checker = HealthChecker::new(settings.health.clone());
+    let checker = HealthChecker::new(settings.health.clone(), Arc::clone(&backends));
     for address in &settings.backends {
         match backends.add(address.clone()) {
             Ok(backend) => checker.watch(&backend),

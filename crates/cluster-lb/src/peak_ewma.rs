@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 /// Time constant of the decay: after `DECAY` without samples the estimate is down to 1/e.
 const DECAY: Duration = Duration::from_secs(5);
 
-/// Estimate given to a backend before its first response, so new backends get tried soon.
-const INITIAL: Duration = Duration::from_millis(1);
+/// Estimate of a backend before its first response when it has no peers to compare with.
+pub const INITIAL: Duration = Duration::from_millis(1);
 
 pub struct PeakEwma {
     state: Mutex<Estimate>,
@@ -51,18 +51,19 @@ impl PeakEwma {
         state.stamp = now;
     }
 
-    /// Forgets the history: the backend is treated like a new one.
+    /// Forgets the history and starts again from `estimate`.
     ///
-    /// Called when a backend comes back up. Its estimate still carries the failure penalties
-    /// charged while it was dying; left alone they would decay over ~20 s, during which
-    /// power-of-two-choices always prefers the other backend of a pair and the returning node
-    /// gets no traffic. Linkerd and Finagle start a new endpoint the same way.
-    pub fn reset(&self) {
+    /// Used when a backend joins or comes back up. A returning backend's estimate still
+    /// carries the failure penalties charged while it was dying; left alone they would decay
+    /// over ~20 s, during which power-of-two-choices always prefers the other backend of a pair
+    /// and the returning node gets no traffic. Linkerd and Finagle start a new endpoint afresh
+    /// the same way; the caller picks the starting point (see `BackendSet::typical_latency`).
+    pub fn restart_at(&self, estimate: Duration) {
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.nanos = INITIAL.as_nanos() as f64;
+        state.nanos = estimate.as_nanos() as f64;
         state.stamp = Instant::now();
     }
 
@@ -108,10 +109,10 @@ mod tests {
     }
 
     #[test]
-    fn reset_forgets_the_penalties() {
+    fn restarting_forgets_the_penalties() {
         let ewma = PeakEwma::new();
         ewma.observe(Duration::from_millis(500));
-        ewma.reset();
-        assert!(ewma.nanos() <= INITIAL.as_nanos() as f64);
+        ewma.restart_at(Duration::from_micros(300));
+        assert!(ewma.nanos() <= 300e3);
     }
 }

@@ -168,7 +168,27 @@ async fn a_recovered_backend_is_readmitted_within_a_second() {
     let mut backend = TestBackend::start("phoenix").await;
     let other = TestBackend::start("other").await;
     let lb = Lb::start(settings_for(&[&backend, &other])).await;
+    let (http, base) = (client(), lb.url(""));
+    let get = move |path: &'static str| {
+        let (http, url) = (http.clone(), format!("{base}{path}"));
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .expect("request")
+                .error_for_status()
+                .expect("2xx");
+        }
+    };
+    // Both backends have served (real latency estimates), then phoenix dies under traffic:
+    // the refused attempts charge it failure penalties.
+    for _ in 0..20 {
+        get("/before").await;
+    }
     backend.kill().await;
+    for _ in 0..5 {
+        get("/during").await;
+    }
     lb.wait_for_state(&backend.address(), "down", Duration::from_secs(3))
         .await
         .expect("marked down");
@@ -183,15 +203,20 @@ async fn a_recovered_backend_is_readmitted_within_a_second() {
         "readmitted after {took:?}"
     );
 
+    // Four clients at once: power-of-two-choices weighs in-flight requests, so under load a
+    // readmitted backend that starts at its peer's latency wins its share at once.
     let before = backend.requests();
-    let http = client();
-    for _ in 0..20 {
-        http.get(lb.url("/again"))
-            .send()
-            .await
-            .expect("request")
-            .error_for_status()
-            .expect("2xx");
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let get = get.clone();
+        clients.spawn(async move {
+            for _ in 0..10 {
+                get("/again").await;
+            }
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.expect("client task");
     }
     assert!(
         backend.requests() > before,
