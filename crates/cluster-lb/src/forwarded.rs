@@ -9,6 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
@@ -39,11 +40,16 @@ pub fn apply(headers: &mut HeaderMap, peer: SocketAddr, trusted: &TrustedProxies
     let peer_ip = peer.ip().to_canonical();
     let peer_is_trusted = trusted.contains(peer_ip);
 
-    let forwarded_for = match joined(headers, &X_FORWARDED_FOR).filter(|_| peer_is_trusted) {
+    let chain = if peer_is_trusted {
+        joined(headers, &X_FORWARDED_FOR)
+    } else {
+        None
+    };
+    let forwarded_for = match chain {
         Some(chain) => format!("{chain}, {peer_ip}"),
         None => peer_ip.to_string(),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(forwarded_for)) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
 
@@ -80,9 +86,15 @@ fn is_valid_request_id(id: &HeaderValue) -> bool {
         && bytes.iter().all(|b| b.is_ascii_graphic())
 }
 
+/// 128 random bits as 32 lowercase hex digits.
 fn new_request_id() -> HeaderValue {
-    let id = format!("{:032x}", fastrand::u128(..));
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = fastrand::u128(..);
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
 }
 
 #[cfg(test)]

@@ -18,6 +18,11 @@ const ALWAYS: [HeaderName; 7] = [
 
 /// Removes hop-by-hop headers in place.
 pub fn strip(headers: &mut HeaderMap) {
+    // Most requests carry none: one pass over the names is cheaper than nine removals, each
+    // of which hashes its name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named_in_connection: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -33,6 +38,11 @@ pub fn strip(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+}
+
+/// A header that is hop-by-hop whatever `Connection` says (`Connection` itself included).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    ALWAYS.contains(name) || name == "keep-alive" || name == "proxy-connection"
 }
 
 /// Is this request asking to switch protocols (`Connection: upgrade` plus `Upgrade: ...`)?
