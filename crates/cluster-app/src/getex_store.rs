@@ -30,15 +30,33 @@ use crate::metrics::Metrics;
 /// What actix-session keeps per session: key -> JSON-encoded value.
 type SessionState = HashMap<String, String>;
 
-#[derive(Clone)]
 pub struct GetexRedisStore {
     inner: RedisSessionStore,
     pool: deadpool_redis::Pool,
+    /// This copy's read connection; see the `Clone` impl.
     reader: Arc<SharedConnection>,
     key_prefix: Arc<str>,
     /// The session's idle timeout, in seconds, as `GETEX ... EX` wants it.
     ttl_secs: u64,
     metrics: Metrics,
+}
+
+/// A clone gets its own read connection. actix-web clones the store once per
+/// worker thread, and a multiplexed connection is driven by a task on the
+/// thread that opened it: shared by all workers, every read from another
+/// worker would wake that thread and wait for it. One per worker keeps each
+/// read on its own thread (measured: BENCHMARKS.md).
+impl Clone for GetexRedisStore {
+    fn clone(&self) -> Self {
+        GetexRedisStore {
+            inner: self.inner.clone(),
+            pool: self.pool.clone(),
+            reader: Arc::new(SharedConnection::default()),
+            key_prefix: Arc::clone(&self.key_prefix),
+            ttl_secs: self.ttl_secs,
+            metrics: self.metrics.clone(),
+        }
+    }
 }
 
 impl GetexRedisStore {
@@ -122,7 +140,7 @@ impl GetexRedisStore {
 /// The connection every session read goes through.
 ///
 /// A multiplexed connection carries any number of concurrent commands, so one
-/// is enough for all reads. It comes from the pool (which checked it) and is
+/// is enough for all the reads of a worker thread. It comes from the pool (which checked it) and is
 /// dropped at the first sign of trouble: an error, or a read abandoned midway
 /// (the store's timeout gave up on it, say because Redis stopped answering).
 /// The read that found it broken retries once on a fresh connection from the
