@@ -3,7 +3,9 @@
 # nginx backends, all on 127.0.0.1.
 #
 #  1. Throughput/latency: wrk keep-alive at c=8 and c=50, median of RUNS runs per cell; rps,
-#     p50, p99, peak RSS of the proxy's processes (workers summed), and the ratio to nginx.
+#     p50, p99, the proxy's CPU time (user + system) per request, peak RSS of the proxy's
+#     processes (workers summed), and the ratio to nginx. On 2 cores shared with wrk and the
+#     backends, CPU per request is what decides rps; it is also the steadier of the two figures.
 #  2. Failover: wrk at c=50 while one backend is SIGKILLed; failed requests per proxy
 #     (non-2xx responses + socket errors, as wrk reports them).
 #
@@ -129,20 +131,36 @@ to_ms() {
     else printf "%s", v }'
 }
 
-run_wrk() { # run_wrk <connections> -> "rps p50_ms p99_ms"
-  local out
+# CPU time (user + system, in clock ticks) used so far by the proxy and its children.
+CLK_TCK=$(getconf CLK_TCK)
+proxy_cpu_ticks() {
+  local root=${PIDS[proxy]} total=0 ticks
+  for pid in "$root" $(pgrep -P "$root" || true); do
+    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    total=$((total + ${ticks:-0}))
+  done
+  echo "$total"
+}
+
+run_wrk() { # run_wrk <connections> -> "rps p50_ms p99_ms proxy_cpu_us_per_request"
+  local out before after
+  before=$(proxy_cpu_ticks)
   out=$(wrk -t"$WRK_THREADS" -c"$1" -d"${DURATION}s" --timeout 5s --latency "http://127.0.0.1:$PROXY_PORT/")
-  local rps p50 p99
+  after=$(proxy_cpu_ticks)
+  local rps p50 p99 requests cpu
   rps=$(awk '/^Requests\/sec:/ {printf "%d", $2}' <<<"$out")
   p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
   p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
-  echo "$rps $p50 $p99"
+  requests=$(awk '/ requests in / {print $1}' <<<"$out")
+  cpu=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="${requests:-0}" \
+    'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')
+  echo "$rps $p50 $p99 $cpu"
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 PROXIES=(nginx haproxy cluster-lb)
-declare -A RPS P50 P99 RSS
+declare -A RPS P50 P99 RSS CPU
 start_backend b1 "$B1_PORT"
 start_backend b2 "$B2_PORT"
 # Rounds interleave the proxies, so background noise on a shared machine hits them alike.
@@ -165,6 +183,7 @@ for proxy in "${PROXIES[@]}"; do
     RPS[$proxy,$c]=$(awk '{print $1}' "$WORK/runs-$proxy-$c" | median)
     P50[$proxy,$c]=$(awk '{print $2}' "$WORK/runs-$proxy-$c" | median)
     P99[$proxy,$c]=$(awk '{print $3}' "$WORK/runs-$proxy-$c" | median)
+    CPU[$proxy,$c]=$(awk '{print $4}' "$WORK/runs-$proxy-$c" | median)
   done
 done
 
@@ -173,11 +192,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 echo
 echo "## Throughput and latency (wrk -t$WRK_THREADS, keep-alive, ${DURATION}s, median of $RUNS)"
 echo
-echo "| proxy | c | rps | p50 ms | p99 ms | peak RSS MB (max over rounds) | rps / nginx | p99 / nginx |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| proxy | c | rps | p50 ms | p99 ms | proxy CPU us/request | peak RSS MB (max over rounds) | rps / nginx | p99 / nginx |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for c in "${CONNECTIONS[@]}"; do
   for proxy in "${PROXIES[@]}"; do
-    echo "| $proxy | $c | ${RPS[$proxy,$c]} | ${P50[$proxy,$c]} | ${P99[$proxy,$c]} | ${RSS[$proxy]} |" \
+    echo "| $proxy | $c | ${RPS[$proxy,$c]} | ${P50[$proxy,$c]} | ${P99[$proxy,$c]} | ${CPU[$proxy,$c]} | ${RSS[$proxy]} |" \
       "$(ratio "${RPS[$proxy,$c]}" "${RPS[nginx,$c]}") | $(ratio "${P99[$proxy,$c]}" "${P99[nginx,$c]}") |"
   done
 done
