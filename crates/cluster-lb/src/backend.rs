@@ -6,7 +6,7 @@
 //! admin JSON and `/metrics` can never disagree.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,8 +91,15 @@ struct Streak {
     failures: u32,
 }
 
+/// Serial numbers of backends, unique for the life of the process.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
 pub struct Backend {
     address: BackendAddress,
+    /// Unique even when a removed backend is added again: the upstream pool's key.
+    serial: u64,
+    /// Bumped each time the backend goes down; connections opened before are not reused.
+    generation: AtomicU64,
     /// Cookie value of sticky mode: a hash, so the cookie does not reveal internal addresses.
     sticky_token: String,
     up: AtomicBool,
@@ -112,6 +119,8 @@ impl Backend {
         let label = [address.as_str()];
         let backend = Backend {
             sticky_token: sticky_token(address.as_str()),
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
             up: AtomicBool::new(true),
             streak: Mutex::new(Streak::default()),
             draining: AtomicBool::new(false),
@@ -132,6 +141,15 @@ impl Backend {
 
     pub fn id(&self) -> &str {
         self.address.as_str()
+    }
+
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// How many times the backend has gone down so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn sticky_token(&self) -> &str {
@@ -255,7 +273,10 @@ impl Backend {
         self.up_gauge.set(i64::from(up));
         match (was_up, up) {
             (false, true) => Some(Transition::WentUp),
-            (true, false) => Some(Transition::WentDown),
+            (true, false) => {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                Some(Transition::WentDown)
+            }
             _ => None,
         }
     }

@@ -15,22 +15,43 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use crate::backend::InFlight;
+use crate::upstream::Lease;
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-/// A backend's response body, holding the backend's in-flight count until it ends.
+/// A backend's response body, holding the backend's in-flight count until it ends, and the
+/// connection it arrives on, which goes back to the pool once the body has been read to the end.
 pub struct TrackedBody {
     inner: Incoming,
     _in_flight: InFlight,
+    lease: Option<Lease>,
 }
 
 impl TrackedBody {
-    pub fn boxed(inner: Incoming, in_flight: InFlight) -> ProxyBody {
+    /// `lease` is `None` for a connection that will not carry HTTP again (upgraded).
+    pub fn boxed(inner: Incoming, in_flight: InFlight, lease: Option<Lease>) -> ProxyBody {
         TrackedBody {
             inner,
             _in_flight: in_flight,
+            lease,
         }
         .boxed()
+    }
+
+    fn give_back_connection(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.give_back();
+        }
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        // A body the client did not read to the end leaves the connection mid-message: the
+        // lease is dropped with it and the connection closes.
+        if self.inner.is_end_stream() {
+            self.give_back_connection();
+        }
     }
 }
 
@@ -42,7 +63,11 @@ impl Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) {
+            self.give_back_connection();
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -26,6 +26,7 @@ pub mod server;
 pub mod shutdown;
 pub mod sticky;
 pub mod upgrade;
+pub mod upstream;
 
 pub use backend::BackendAddress;
 pub use balancer::Algorithm;

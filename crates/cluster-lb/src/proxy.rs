@@ -22,9 +22,6 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
 use prometheus::IntCounter;
 
@@ -38,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::retry::{self, Failure, RetryBudget, MAX_RETRIES};
 use crate::sticky;
 use crate::upgrade;
+use crate::upstream::{Lease, Upstream, UpstreamError};
 
 /// Everything that shapes how requests are proxied.
 #[derive(Debug, Clone)]
@@ -78,13 +76,11 @@ impl Default for ProxyOptions {
     }
 }
 
-type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
-
 pub struct Proxy {
     backends: Arc<BackendSet>,
     balancer: Balancer,
     /// Upstream connections; one pool per proxy worker thread.
-    client: UpstreamClient,
+    upstream: Upstream,
     /// Each worker keeps its own budget: the same 20%, counted per thread.
     budget: RetryBudget,
     trusted: TrustedProxies,
@@ -106,13 +102,7 @@ struct Prepared {
 
 impl Proxy {
     pub fn new(backends: Arc<BackendSet>, options: ProxyOptions, metrics: Arc<Metrics>) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(options.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(options.pool_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let upstream = Upstream::new(options.connect_timeout, options.pool_idle_timeout);
         let responses = ["1xx", "2xx", "3xx", "4xx", "5xx"]
             .map(|class| metrics.responses.with_label_values(&[class]));
         Proxy {
@@ -120,7 +110,7 @@ impl Proxy {
             trusted: TrustedProxies::new(options.trusted_proxies.clone()),
             budget: RetryBudget::new(),
             backends,
-            client,
+            upstream,
             options,
             metrics,
             responses,
@@ -167,7 +157,7 @@ impl Proxy {
             };
             let in_flight = backend.start_request();
             let (failure, error) = match self.attempt(&prepared, &backend).await {
-                Ok((response, latency)) => {
+                Ok((response, lease, latency)) => {
                     backend.record_response(latency, response.status().is_server_error());
                     if response.status() == StatusCode::SERVICE_UNAVAILABLE
                         && retry::is_idempotent(&prepared.method)
@@ -187,7 +177,7 @@ impl Proxy {
                             continue;
                         }
                     }
-                    return self.respond(response, in_flight, prepared);
+                    return self.respond(response, in_flight, lease, prepared);
                 }
                 Err((failure, error, latency)) => {
                     backend.record_failure(latency);
@@ -303,31 +293,28 @@ impl Proxy {
         &self,
         prepared: &Prepared,
         backend: &Backend,
-    ) -> Result<
-        (Response<Incoming>, Duration),
-        (Failure, Option<hyper_util::client::legacy::Error>, Duration),
-    > {
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(backend.address().authority().clone())
-            .path_and_query(prepared.path_and_query.clone())
-            .build();
-        let started = Instant::now();
-        let uri = match uri {
-            Ok(uri) => uri,
-            // Both parts were validated already; treat the impossible like an unreachable backend.
-            Err(_) => return Err((Failure::Connect, None, started.elapsed())),
-        };
+    ) -> Result<(Response<Incoming>, Lease, Duration), (Failure, Option<UpstreamError>, Duration)>
+    {
         let mut request = Request::new(Full::new(prepared.body.clone()));
         *request.method_mut() = prepared.method.clone();
-        *request.uri_mut() = uri;
+        *request.uri_mut() = Uri::from(prepared.path_and_query.clone());
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = prepared.headers.clone();
+        if !request.headers().contains_key(header::HOST) {
+            // HTTP/1.1 needs one; an HTTP/1.0 client may not have sent it.
+            if let Ok(host) = HeaderValue::from_str(backend.address().as_str()) {
+                request.headers_mut().insert(header::HOST, host);
+            }
+        }
 
-        match tokio::time::timeout(self.options.response_timeout, self.client.request(request))
-            .await
+        let started = Instant::now();
+        match tokio::time::timeout(
+            self.options.response_timeout,
+            self.upstream.send(backend, request),
+        )
+        .await
         {
-            Ok(Ok(response)) => Ok((response, started.elapsed())),
+            Ok(Ok((response, lease))) => Ok((response, lease, started.elapsed())),
             Ok(Err(e)) => Err((Failure::of(&e), Some(e), started.elapsed())),
             Err(_) => Err((Failure::Timeout, None, started.elapsed())),
         }
@@ -338,6 +325,7 @@ impl Proxy {
         &self,
         mut response: Response<Incoming>,
         in_flight: InFlight,
+        lease: Lease,
         prepared: Prepared,
     ) -> Response<ProxyBody> {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -369,7 +357,9 @@ impl Proxy {
         if self.options.sticky {
             sticky::remember(&mut parts.headers, &prepared.headers, in_flight.backend());
         }
-        Response::from_parts(parts, TrackedBody::boxed(incoming, in_flight))
+        // After a 101 the connection belongs to the tunnel, never to the pool again.
+        let lease = (!switching).then_some(lease);
+        Response::from_parts(parts, TrackedBody::boxed(incoming, in_flight, lease))
     }
 
     fn spend_retry(&self) -> bool {
@@ -410,7 +400,7 @@ fn with_id(mut response: Response<ProxyBody>, request_id: &HeaderValue) -> Respo
 }
 
 /// The error and its causes on one line (hyper's top-level messages alone are vague).
-fn describe(error: &hyper_util::client::legacy::Error) -> String {
+fn describe(error: &UpstreamError) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

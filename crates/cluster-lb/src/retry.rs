@@ -3,10 +3,11 @@
 //! Safety first: a request that never reached a backend (the connection could not be opened)
 //! can always go to another one. A request that was written and then lost (reset, or the
 //! connection closed before a response) may already have been acted on, so it is replayed
-//! only for idempotent methods. (hyper itself re-sends a request on a fresh connection when
-//! a pooled one closed before any byte of the request was written.) A backend that answers
-//! 503 is up but cannot serve right now (a node cut off from Redis): an idempotent request
-//! goes to a sibling, and when none is left the client gets the backend's own 503.
+//! only for idempotent methods. (A request that could not be written at all on a pooled
+//! connection, because it closed a moment before, goes on to another connection: see
+//! `upstream.rs`.) A backend that answers 503 is up but cannot serve right now (a node cut off
+//! from Redis): an idempotent request goes to a sibling, and when none is left the client gets
+//! the backend's own 503.
 //!
 //! Then cost: retries of lost requests draw on a budget, a token bucket filled by 20% of the
 //! requests plus a small floor, so a sick cluster sees at most ~1.2x its normal load instead
@@ -18,6 +19,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use hyper::Method;
+
+use crate::upstream::UpstreamError;
 
 /// At most this many extra attempts per request.
 pub const MAX_RETRIES: usize = 2;
@@ -42,8 +45,8 @@ impl Failure {
         }
     }
 
-    /// Classifies an error from the upstream client.
-    pub fn of(error: &hyper_util::client::legacy::Error) -> Failure {
+    /// Classifies an error from the upstream connection.
+    pub fn of(error: &UpstreamError) -> Failure {
         if error.is_connect() {
             Failure::Connect
         } else {
@@ -53,7 +56,7 @@ impl Failure {
 
     /// Does this failure show the backend is gone (refused or reset), so it should leave the
     /// rotation right now?
-    pub fn marks_down(self, error: Option<&hyper_util::client::legacy::Error>) -> bool {
+    pub fn marks_down(self, error: Option<&UpstreamError>) -> bool {
         match self {
             Failure::Connect => true,
             Failure::Timeout => false,
@@ -80,7 +83,7 @@ pub fn is_idempotent(method: &Method) -> bool {
 }
 
 /// Did the connection break (reset by peer, or closed before the response was complete)?
-fn is_reset(error: &hyper_util::client::legacy::Error) -> bool {
+fn is_reset(error: &UpstreamError) -> bool {
     let mut source: Option<&(dyn StdError + 'static)> = error.source();
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {

@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{client, settings_for, start_load, BackendOptions, Lb, TestBackend};
+use cluster_lb::{BackendAddress, Settings};
+use common::{
+    client, settings_for, start_load, BackendOptions, Lb, PartitionableRelay, TestBackend,
+};
 use reqwest::Method;
 
 /// Runs 8 clients against two backends, kills one mid-load; returns the clients' report, the
@@ -221,6 +224,47 @@ async fn a_recovered_backend_is_readmitted_within_a_second() {
     assert!(
         backend.requests() > before,
         "the readmitted backend takes traffic again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_from_before_an_outage_are_not_reused_after_it() {
+    // A partition, not a kill: the balancer's pooled connection to the backend never sees a
+    // close, and after the partition heals it leads nowhere (the far end forgot it). Reusing it
+    // would hang the first request until the response timeout.
+    let backend = TestBackend::start("partitioned").await;
+    let relay = PartitionableRelay::start(backend.addr).await;
+    let mut settings = Settings::with_backends(vec![
+        BackendAddress::parse(&relay.address()).expect("relay address")
+    ]);
+    settings.health.interval = Duration::from_millis(100);
+    settings.proxy.pool_idle_timeout = Duration::from_secs(10);
+    settings.proxy.response_timeout = Duration::from_secs(3);
+    let lb = Lb::start(settings).await;
+    let http = client();
+    let get = || http.get(lb.url("/through-the-relay")).send();
+
+    assert_eq!(get().await.expect("response").status(), 200);
+    relay.partition();
+    lb.wait_for_state(&relay.address(), "down", Duration::from_secs(3))
+        .await
+        .expect("marked down by its health checks");
+    relay.heal();
+    lb.wait_for_state(&relay.address(), "up", Duration::from_secs(3))
+        .await
+        .expect("readmitted");
+
+    let started = Instant::now();
+    let response = get().await.expect("response");
+    assert_eq!(
+        response.status(),
+        200,
+        "the first request after the outage goes over a new connection"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "it did not wait on a dead connection first: {:?}",
+        started.elapsed()
     );
 }
 

@@ -477,3 +477,109 @@ pub async fn raw_head(addr: SocketAddr, request: &[u8]) -> String {
     }
     String::from_utf8_lossy(&head).into_owned()
 }
+
+/// A TCP relay in front of a backend that can cut the network between the balancer and it
+/// without either side seeing a close: bytes are swallowed, sockets stay open. That is a
+/// partition (or a host that died without a FIN), which a killed process cannot show: the
+/// kernel closes a dead process's sockets for it.
+pub struct PartitionableRelay {
+    addr: SocketAddr,
+    links: Arc<RelayLinks>,
+    accept: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct RelayLinks {
+    partitioned: AtomicBool,
+    /// Connections numbered below this stay cut for good, as if the far end had forgotten them.
+    dead_below: AtomicU64,
+    next: AtomicU64,
+}
+
+impl RelayLinks {
+    fn forwards(&self, connection: u64) -> bool {
+        !self.partitioned.load(Ordering::SeqCst)
+            && connection >= self.dead_below.load(Ordering::SeqCst)
+    }
+}
+
+impl PartitionableRelay {
+    pub async fn start(target: SocketAddr) -> PartitionableRelay {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the relay");
+        let addr = listener.local_addr().expect("relay address");
+        let links = Arc::new(RelayLinks::default());
+        let accept_links = Arc::clone(&links);
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let connection = accept_links.next.fetch_add(1, Ordering::SeqCst);
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                for (from, to) in [
+                    (
+                        Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                    ),
+                    (Box::new(server_read), Box::new(client_write)),
+                ] {
+                    let links = Arc::clone(&accept_links);
+                    tokio::spawn(pump(from, to, links, connection));
+                }
+            }
+        });
+        PartitionableRelay {
+            addr,
+            links,
+            accept,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// From now on nothing gets through, on old connections or new ones.
+    pub fn partition(&self) {
+        self.links.partitioned.store(true, Ordering::SeqCst);
+    }
+
+    /// New connections work again; every connection opened before stays cut.
+    pub fn heal(&self) {
+        let next = self.links.next.load(Ordering::SeqCst);
+        self.links.dead_below.store(next, Ordering::SeqCst);
+        self.links.partitioned.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for PartitionableRelay {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn pump(
+    mut from: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    mut to: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    links: Arc<RelayLinks>,
+    connection: u64,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) if links.forwards(connection) => {
+                if to.write_all(&buffer[..n]).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+}
