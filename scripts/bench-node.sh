@@ -110,7 +110,11 @@ cookie=$(login "$base")
 stock_cookie=$(login "$stock_base")
 
 # CPU time (user + system, clock ticks) used so far by the given processes.
-cpu_ticks_of() { local files=(); for pid in "$@"; do files+=("/proc/$pid/stat"); done; awk '{ n += $14 + $15 } END { print n + 0 }' "${files[@]}"; }
+cpu_ticks_of() { # pids...
+  local pid files=()
+  for pid in "$@"; do files+=("/proc/$pid/stat"); done
+  awk '{ n += $14 + $15 } END { print n + 0 }' "${files[@]}"
+}
 clk_tck=$(getconf CLK_TCK)
 
 # Redis commands served so far (all kinds), from INFO commandstats.

@@ -95,20 +95,13 @@ struct IdleConnection {
 pub struct Lease {
     pool: Arc<Pool>,
     backend: u64,
-    sender: Sender,
-    generation: u64,
+    connection: IdleConnection,
 }
 
 impl Lease {
-    pub fn give_back(self) {
-        self.pool.put(
-            self.backend,
-            IdleConnection {
-                sender: self.sender,
-                generation: self.generation,
-                idle_since: Instant::now(),
-            },
-        );
+    pub fn give_back(mut self) {
+        self.connection.idle_since = Instant::now();
+        self.pool.put(self.backend, self.connection);
     }
 }
 
@@ -158,8 +151,7 @@ impl Upstream {
         Lease {
             pool: Arc::clone(&self.pool),
             backend: backend.serial(),
-            sender: connection.sender,
-            generation: connection.generation,
+            connection,
         }
     }
 

@@ -519,16 +519,18 @@ impl PartitionableRelay {
                 };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                for (from, to) in [
-                    (
-                        Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-                        Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
-                    ),
-                    (Box::new(server_read), Box::new(client_write)),
-                ] {
-                    let links = Arc::clone(&accept_links);
-                    tokio::spawn(pump(from, to, links, connection));
-                }
+                tokio::spawn(pump(
+                    client_read,
+                    server_write,
+                    Arc::clone(&accept_links),
+                    connection,
+                ));
+                tokio::spawn(pump(
+                    server_read,
+                    client_write,
+                    Arc::clone(&accept_links),
+                    connection,
+                ));
             }
         });
         PartitionableRelay {
@@ -562,8 +564,8 @@ impl Drop for PartitionableRelay {
 }
 
 async fn pump(
-    mut from: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-    mut to: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
     links: Arc<RelayLinks>,
     connection: u64,
 ) {
