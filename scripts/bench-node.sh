@@ -4,6 +4,8 @@
 #   GET /healthz               no session (the baseline)
 #   GET /whoami + cookie       session read: one Redis GETEX (read + renew the idle timeout)
 #   POST /counter/incr + cookie session write: Redis GETEX + SET (+ the pool's PINGs)
+#   GET /whoami on a second node started with --persistent-cookie, which renews
+#                              the cookie's Max-Age, so every read re-sends an encrypted cookie
 # then the same healthz/whoami pair against examples/stock_node.rs, the stock
 # actix-session RedisSessionStore with the same cookie settings (GET + EXPIRE
 # per read), on the same Redis. Prints rps, p50, p99, Redis commands and the
@@ -88,6 +90,16 @@ pids+=($!)
 node_pid=$!
 wait_until 10 curl -sf "$base/readyz"
 
+persistent_port=$(free_port)
+persistent_base="http://127.0.0.1:$persistent_port"
+SESSION_KEY=$session_key RUST_LOG=warn \
+  "$app" --node-id bench-persistent --listen-addr "127.0.0.1:$persistent_port" \
+  --redis-url "redis://127.0.0.1:$redis_port" --cookie-secure false --workers "$WORKERS" \
+  --persistent-cookie true >"$work/node-persistent.log" 2>&1 &
+pids+=($!)
+persistent_pid=$!
+wait_until 10 curl -sf "$persistent_base/readyz"
+
 stock_port=$(free_port)
 stock_base="http://127.0.0.1:$stock_port"
 "$stock_app" "127.0.0.1:$stock_port" "redis://127.0.0.1:$redis_port" "$session_key" "$WORKERS" \
@@ -148,6 +160,7 @@ cells=(
   "healthz|$node_pid|$base/healthz"
   "whoami|$node_pid|$base/whoami|-H|Cookie: $cookie"
   "incr|$node_pid|$base/counter/incr|-H|Cookie: $cookie|-s|scripts/bench-node-post.lua"
+  "whoami-persistent|$persistent_pid|$persistent_base/whoami|-H|Cookie: $cookie"
   "stock-healthz|$stock_pid|$stock_base/healthz"
   "stock-whoami|$stock_pid|$stock_base/whoami|-H|Cookie: $stock_cookie"
 )
@@ -171,11 +184,12 @@ medians() { # cell name
 read -r h_rps h_p50 h_p99 h_cmds h_cpu < <(medians healthz)
 read -r w_rps w_p50 w_p99 w_cmds w_cpu < <(medians whoami)
 read -r i_rps i_p50 i_p99 i_cmds i_cpu < <(medians incr)
+read -r p_rps p_p50 p_p99 p_cmds p_cpu < <(medians whoami-persistent)
 read -r sh_rps sh_p50 sh_p99 sh_cmds sh_cpu < <(medians stock-healthz)
 read -r sw_rps sw_p50 sw_p99 sw_cmds sw_cpu < <(medians stock-whoami)
 
 # The session runs really went through the session: same user.
-for check in "$base $cookie" "$stock_base $stock_cookie"; do
+for check in "$base $cookie" "$persistent_base $cookie" "$stock_base $stock_cookie"; do
   read -r url c <<<"$check"
   whoami=$(curl -s -H "Cookie: $c" "$url/whoami")
   [[ "$whoami" == *'"user":"bench"'* ]] || { echo "session lost during the run at $url: $whoami" >&2; exit 1; }
@@ -183,11 +197,12 @@ done
 
 echo "1 node ($WORKERS workers), 1 redis-server, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS," \
   "$(nproc) cores, load average before: $load_before, $(date -u '+%Y-%m-%d %H:%M UTC')"
-row() { printf '%-40s %9s %8s %8s %14s %18s\n' "$@"; }
+row() { printf '%-44s %9s %8s %8s %14s %18s\n' "$@"; }
 row request rps p50_ms p99_ms redis_cmds/req node+redis_cpu_us
 row 'cluster-app GET /healthz (no session)' "$h_rps" "$h_p50" "$h_p99" "$h_cmds" "$h_cpu"
 row 'cluster-app GET /whoami (session read)' "$w_rps" "$w_p50" "$w_p99" "$w_cmds" "$w_cpu"
 row 'cluster-app POST /counter/incr (write)' "$i_rps" "$i_p50" "$i_p99" "$i_cmds" "$i_cpu"
+row 'cluster-app GET /whoami, persistent cookie' "$p_rps" "$p_p50" "$p_p99" "$p_cmds" "$p_cpu"
 row 'stock GET /healthz (no session)' "$sh_rps" "$sh_p50" "$sh_p99" "$sh_cmds" "$sh_cpu"
 row 'stock GET /whoami (session read)' "$sw_rps" "$sw_p50" "$sw_p99" "$sw_cmds" "$sw_cpu"
 awk -v r="$sw_rps" -v h="$sh_rps" 'BEGIN {

@@ -3,14 +3,14 @@
 //! metrics, no caps.
 //!
 //! It exists as a yardstick. `scripts/bench-node.sh` runs it beside the real node, with the
-//! same cookie settings (encrypted, persistent, idle timeout renewed on every request), so the
-//! cost of a session read through the stock store and through ours is measured on the same
-//! machine in the same run. Do not deploy it: when Redis dies its requests hang for minutes
+//! same cookie settings (encrypted, lasting the browser session, idle timeout in Redis renewed
+//! on every request), so the cost of a session read through the stock store and through ours is
+//! measured on the same machine in the same run. Do not deploy it: when Redis dies its requests hang for minutes
 //! (`../shared/notes/actix-session-facts.md`, and the tests of the real node).
 //!
 //! Usage: `cargo run --release -p cluster-app --example stock_node -- ADDR REDIS_URL KEY_HEX WORKERS`
 
-use actix_session::config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy};
+use actix_session::config::{BrowserSession, CookieContentSecurity, TtlExtensionPolicy};
 use actix_session::storage::RedisSessionStore;
 use actix_session::{Session, SessionMiddleware};
 use actix_web::cookie::time::Duration;
@@ -64,9 +64,9 @@ async fn main() -> std::io::Result<()> {
             .cookie_secure(false)
             .cookie_content_security(CookieContentSecurity::Private)
             .session_lifecycle(
-                PersistentSession::default()
-                    .session_ttl(Duration::seconds(1800))
-                    .session_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
+                BrowserSession::default()
+                    .state_ttl(Duration::seconds(1800))
+                    .state_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
             )
             .build();
         App::new()

@@ -70,7 +70,8 @@ pub struct NodeArgs {
     #[arg(long)]
     pub dev: bool,
 
-    /// Idle lifetime of a session, in Redis and in the cookie.
+    /// Idle lifetime of a session: each request that uses it starts it again
+    /// (in Redis; in the cookie too with --persistent-cookie).
     #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 1800)]
     pub session_ttl_secs: u64,
 
@@ -80,6 +81,13 @@ pub struct NodeArgs {
     /// Send the cookie over HTTPS only; local http demos and tests pass false.
     #[arg(long, env = "COOKIE_SECURE", default_value_t = true, action = ArgAction::Set)]
     pub cookie_secure: bool,
+
+    /// Give the cookie a Max-Age of the idle lifetime, sent again with every
+    /// response, so a login outlives a browser restart. Costs a re-encrypted
+    /// Set-Cookie on every read. Default: a browser-session cookie, as
+    /// express-session's; the idle timeout is kept in Redis either way.
+    #[arg(long, env = "PERSISTENT_COOKIE", default_value_t = false, action = ArgAction::Set)]
+    pub persistent_cookie: bool,
 
     /// Where sessions live: `redis` (actix-session's store, last writer wins) or
     /// `redis-versioned` (compare-and-set; a refused write is answered 409).
@@ -127,6 +135,7 @@ pub struct Settings {
     pub session_ttl: Duration,
     pub cookie_name: String,
     pub cookie_secure: bool,
+    pub persistent_cookie: bool,
     pub session_store: SessionStoreKind,
     pub redis_key_prefix: String,
     pub redis_timeout: Duration,
@@ -205,6 +214,7 @@ impl TryFrom<NodeArgs> for Settings {
             session_ttl: Duration::from_secs(args.session_ttl_secs),
             cookie_name: args.cookie_name,
             cookie_secure: args.cookie_secure,
+            persistent_cookie: args.persistent_cookie,
             session_store: args.session_store,
             redis_key_prefix: args.redis_key_prefix,
             redis_timeout: Duration::from_millis(args.redis_timeout_ms),

@@ -5,11 +5,11 @@
 //! takes a pooled connection, which deadpool checks with a `PING`.
 //! [`GetexRedisStore::load`] sends one `GETEX key EX ttl` (Redis >= 6.2),
 //! which reads and slides the timeout at once, so `update_ttl` has nothing
-//! left to do. Reads share one multiplexed connection instead of taking one
-//! from the pool each time, which saves the pool's `PING`: a session read is
-//! one round trip instead of four, with the same expiry behaviour. Writes
-//! (`save`, `update`, `delete`) are the stock store's, last writer wins
-//! included (docs/session-consistency.md).
+//! left to do. Reads go through one multiplexed connection per worker thread
+//! instead of taking one from the pool each time, which saves the pool's
+//! `PING`: a session read is one round trip instead of four, with the same
+//! expiry behaviour. Writes (`save`, `update`, `delete`) are the stock
+//! store's, last writer wins included (docs/session-consistency.md).
 //!
 //! Stored state that is not valid JSON is treated as "no session" (the stock
 //! middleware would keep the broken entry under the same key), logged and
@@ -24,6 +24,7 @@ use actix_session::storage::{
 };
 use actix_web::cookie::time::Duration as CookieDuration;
 use deadpool_redis::redis::aio::MultiplexedConnection;
+use deadpool_redis::redis::Client;
 
 use crate::metrics::Metrics;
 
@@ -32,9 +33,8 @@ type SessionState = HashMap<String, String>;
 
 pub struct GetexRedisStore {
     inner: RedisSessionStore,
-    pool: deadpool_redis::Pool,
     /// This copy's read connection; see the `Clone` impl.
-    reader: Arc<SharedConnection>,
+    reader: Arc<WorkerConnection>,
     key_prefix: Arc<str>,
     /// The session's idle timeout, in seconds, as `GETEX ... EX` wants it.
     ttl_secs: u64,
@@ -42,16 +42,13 @@ pub struct GetexRedisStore {
 }
 
 /// A clone gets its own read connection. actix-web clones the store once per
-/// worker thread, and a multiplexed connection is driven by a task on the
-/// thread that opened it: shared by all workers, every read from another
-/// worker would wake that thread and wait for it. One per worker keeps each
-/// read on its own thread (measured: BENCHMARKS.md).
+/// worker thread, so each worker reads through a connection of its own, opened
+/// on its own thread (see [`WorkerConnection`]).
 impl Clone for GetexRedisStore {
     fn clone(&self) -> Self {
         GetexRedisStore {
             inner: self.inner.clone(),
-            pool: self.pool.clone(),
-            reader: Arc::new(SharedConnection::default()),
+            reader: Arc::new(WorkerConnection::new(self.reader.client.clone())),
             key_prefix: Arc::clone(&self.key_prefix),
             ttl_secs: self.ttl_secs,
             metrics: self.metrics.clone(),
@@ -62,22 +59,24 @@ impl Clone for GetexRedisStore {
 impl GetexRedisStore {
     /// Keys in Redis are `key_prefix` + the random session key, so several
     /// applications (or test runs) can share one Redis without colliding.
+    /// Writes go through `pool`; reads open their own connections to
+    /// `redis_url`, the server and credentials the pool uses.
     pub async fn new(
         pool: deadpool_redis::Pool,
+        redis_url: &str,
         key_prefix: &str,
         ttl: Duration,
         metrics: Metrics,
     ) -> anyhow::Result<GetexRedisStore> {
         let key_prefix: Arc<str> = Arc::from(key_prefix);
         let keygen_prefix = Arc::clone(&key_prefix);
-        let inner = RedisSessionStore::builder_pooled(pool.clone())
+        let inner = RedisSessionStore::builder_pooled(pool)
             .cache_keygen(move |session_key| format!("{keygen_prefix}{session_key}"))
             .build()
             .await?;
         Ok(GetexRedisStore {
             inner,
-            pool,
-            reader: Arc::new(SharedConnection::default()),
+            reader: Arc::new(WorkerConnection::new(Client::open(redis_url)?)),
             key_prefix,
             ttl_secs: ttl.as_secs(),
             metrics,
@@ -91,20 +90,16 @@ impl GetexRedisStore {
     ) -> anyhow::Result<Option<SessionState>> {
         let key = format!("{}{}", self.key_prefix, session_key.as_ref());
         let stored = match self.reader.get() {
-            Some(shared) => match self.getex(shared, &key).await {
+            Some(connection) => match self.getex(connection, &key).await {
                 Ok(stored) => stored,
-                // The shared connection broke (Redis restarted, say): `getex` forgot
-                // it; one more try on a fresh connection that the pool has checked.
+                // The connection broke (Redis restarted, say): `getex` forgot it;
+                // one more try on a new one, which opening it has just proven.
                 Err(err) => {
-                    log::debug!("shared read connection failed, taking a fresh one: {err}");
-                    self.getex(self.reader.replace(&self.pool).await?, &key)
-                        .await?
+                    log::debug!("read connection failed, opening a new one: {err}");
+                    self.getex(self.reader.open().await?, &key).await?
                 }
             },
-            None => {
-                self.getex(self.reader.replace(&self.pool).await?, &key)
-                    .await?
-            }
+            None => self.getex(self.reader.open().await?, &key).await?,
         };
         Ok(stored.and_then(|json| match serde_json::from_str(&json) {
             Ok(state) => Some(state),
@@ -118,14 +113,11 @@ impl GetexRedisStore {
         }))
     }
 
-    /// `GETEX key EX ttl` on `connection`; the shared connection is forgotten
-    /// unless the command completes.
-    async fn getex(
-        &self,
-        mut connection: MultiplexedConnection,
-        key: &str,
-    ) -> anyhow::Result<Option<String>> {
-        let forget_unless_done = ForgetOnDrop::new(&self.reader);
+    /// `GETEX key EX ttl` on `connection`; the worker's connection is
+    /// forgotten unless the command completes.
+    async fn getex(&self, connection: Opened, key: &str) -> anyhow::Result<Option<String>> {
+        let forget_unless_done = ForgetOnDrop::new(&self.reader, connection.serial);
+        let mut connection = connection.connection;
         let stored = deadpool_redis::redis::cmd("GETEX")
             .arg(key)
             .arg("EX")
@@ -137,68 +129,114 @@ impl GetexRedisStore {
     }
 }
 
-/// The connection every session read goes through.
+/// The connection every session read of one worker thread goes through.
 ///
-/// A multiplexed connection carries any number of concurrent commands, so one
-/// is enough for all the reads of a worker thread. It comes from the pool (which checked it) and is
-/// dropped at the first sign of trouble: an error, or a read abandoned midway
-/// (the store's timeout gave up on it, say because Redis stopped answering).
-/// The read that found it broken retries once on a fresh connection from the
-/// pool, which checks it with a `PING`: a Redis restart costs no failed read,
-/// as with the pool alone.
-#[derive(Default)]
-struct SharedConnection {
-    slot: RwLock<Option<MultiplexedConnection>>,
+/// A multiplexed connection carries any number of concurrent commands: the
+/// requests hand their commands to a driver task, which writes all those
+/// waiting in one go and hands each reply back. Where that task runs matters.
+/// Opened through the pool (or `Client::get_multiplexed_async_connection`),
+/// the driver is spawned on tokio's scheduler, while actix-web runs requests
+/// in a `LocalSet` on the same thread; each reply then wakes the request
+/// across that boundary, which tokio does by writing to the thread's eventfd,
+/// one more system call per reply batch. Here the connection is opened on the
+/// worker and its driver spawned into the worker's `LocalSet`
+/// (`actix_web::rt::spawn`), so a reply wakes the request as any local task
+/// does (measured: BENCHMARKS.md). This store must therefore be used from
+/// actix-web's workers, which is where `SessionMiddleware` calls it.
+///
+/// The connection is dropped at the first sign of trouble: an error, or a
+/// read abandoned midway (the store's timeout gave up on it, say because Redis
+/// stopped answering). The read that found it broken retries once on a new
+/// connection: a Redis restart costs no failed read. Opening is serialised,
+/// and a read forgets only the connection it used, never a newer one: a burst
+/// of reads after a restart opens one connection, not one each.
+struct WorkerConnection {
+    client: Client,
+    slot: RwLock<Option<Opened>>,
+    /// Held while opening; counts the connections opened so far.
+    opening: tokio::sync::Mutex<u64>,
 }
 
-impl SharedConnection {
-    fn get(&self) -> Option<MultiplexedConnection> {
+#[derive(Clone)]
+struct Opened {
+    /// Which of the worker's connections this is (1 = the first opened).
+    serial: u64,
+    connection: MultiplexedConnection,
+}
+
+impl WorkerConnection {
+    fn new(client: Client) -> WorkerConnection {
+        WorkerConnection {
+            client,
+            slot: RwLock::new(None),
+            opening: tokio::sync::Mutex::new(0),
+        }
+    }
+
+    fn get(&self) -> Option<Opened> {
         self.slot
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
 
-    async fn replace(&self, pool: &deadpool_redis::Pool) -> anyhow::Result<MultiplexedConnection> {
-        let pooled = pool.get().await?;
-        let connection = MultiplexedConnection::clone(&pooled);
+    /// The worker's connection, opened now unless a concurrent read just did.
+    async fn open(&self) -> anyhow::Result<Opened> {
+        let mut opened_so_far = self.opening.lock().await;
+        if let Some(opened_meanwhile) = self.get() {
+            return Ok(opened_meanwhile);
+        }
+        let (connection, driver) = self.client.create_multiplexed_tokio_connection().await?;
+        actix_web::rt::spawn(driver);
+        *opened_so_far += 1;
+        let opened = Opened {
+            serial: *opened_so_far,
+            connection,
+        };
         *self
             .slot
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(connection.clone());
-        Ok(connection)
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(opened.clone());
+        Ok(opened)
     }
 
-    fn forget(&self) {
-        *self
+    /// Drops connection `serial` if it is still the worker's connection.
+    fn forget(&self, serial: u64) {
+        let mut slot = self
             .slot
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.as_ref().is_some_and(|opened| opened.serial == serial) {
+            *slot = None;
+        }
     }
 }
 
-/// Forgets the shared connection when dropped before [`ForgetOnDrop::disarm`]:
-/// on an error (`?` returns early) and when the read's future is dropped.
+/// Forgets the connection a read used when dropped before
+/// [`ForgetOnDrop::disarm`]: on an error (`?` returns early) and when the
+/// read's future is dropped.
 struct ForgetOnDrop<'a> {
-    connection: Option<&'a SharedConnection>,
+    connection: &'a WorkerConnection,
+    serial: Option<u64>,
 }
 
 impl<'a> ForgetOnDrop<'a> {
-    fn new(connection: &'a SharedConnection) -> ForgetOnDrop<'a> {
+    fn new(connection: &'a WorkerConnection, serial: u64) -> ForgetOnDrop<'a> {
         ForgetOnDrop {
-            connection: Some(connection),
+            connection,
+            serial: Some(serial),
         }
     }
 
     fn disarm(mut self) {
-        self.connection = None;
+        self.serial = None;
     }
 }
 
 impl Drop for ForgetOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some(connection) = self.connection {
-            connection.forget();
+        if let Some(serial) = self.serial {
+            self.connection.forget(serial);
         }
     }
 }

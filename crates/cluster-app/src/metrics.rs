@@ -4,6 +4,7 @@
 //! metrics of several nodes can be scraped into one place and still be told
 //! apart. The `prometheus` crate does the bookkeeping and the text format.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -11,7 +12,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 use crate::state::AppState;
@@ -27,10 +28,53 @@ pub struct Metrics {
     registry: Registry,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
-    store_operations: IntCounterVec,
-    store_duration: HistogramVec,
+    /// Indexed by [`StoreOperation`]: the series of each operation, looked
+    /// up once here instead of hashing label values on every request.
+    store: Arc<[StoreOperationMetrics; StoreOperation::ALL.len()]>,
     corrupt_sessions: IntCounter,
     session_conflicts: IntCounterVec,
+}
+
+/// The session-store operations; the `operation` label.
+#[derive(Clone, Copy, Debug)]
+pub enum StoreOperation {
+    Load,
+    Save,
+    Update,
+    UpdateTtl,
+    Delete,
+}
+
+impl StoreOperation {
+    const ALL: [StoreOperation; 5] = [
+        StoreOperation::Load,
+        StoreOperation::Save,
+        StoreOperation::Update,
+        StoreOperation::UpdateTtl,
+        StoreOperation::Delete,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreOperation::Load => "load",
+            StoreOperation::Save => "save",
+            StoreOperation::Update => "update",
+            StoreOperation::UpdateTtl => "update_ttl",
+            StoreOperation::Delete => "delete",
+        }
+    }
+}
+
+impl std::fmt::Display for StoreOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+struct StoreOperationMetrics {
+    /// Indexed by [`StoreOutcome`].
+    outcomes: [IntCounter; StoreOutcome::ALL.len()],
+    duration: Histogram,
 }
 
 /// How a session-store operation ended; the `outcome` label.
@@ -44,6 +88,13 @@ pub enum StoreOutcome {
 }
 
 impl StoreOutcome {
+    const ALL: [StoreOutcome; 4] = [
+        StoreOutcome::Ok,
+        StoreOutcome::Error,
+        StoreOutcome::Timeout,
+        StoreOutcome::Conflict,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             StoreOutcome::Ok => "ok",
@@ -110,12 +161,17 @@ impl Metrics {
         registry.register(Box::new(corrupt_sessions.clone()))?;
         registry.register(Box::new(session_conflicts.clone()))?;
 
+        let store = StoreOperation::ALL.map(|operation| StoreOperationMetrics {
+            outcomes: StoreOutcome::ALL.map(|outcome| {
+                store_operations.with_label_values(&[operation.label(), outcome.label()])
+            }),
+            duration: store_duration.with_label_values(&[operation.label()]),
+        });
         Ok(Metrics {
             registry,
             http_requests,
             http_duration,
-            store_operations,
-            store_duration,
+            store: Arc::new(store),
             corrupt_sessions,
             session_conflicts,
         })
@@ -123,16 +179,13 @@ impl Metrics {
 
     pub fn observe_store_operation(
         &self,
-        operation: &str,
+        operation: StoreOperation,
         outcome: StoreOutcome,
         started: Instant,
     ) {
-        self.store_operations
-            .with_label_values(&[operation, outcome.label()])
-            .inc();
-        self.store_duration
-            .with_label_values(&[operation])
-            .observe(started.elapsed().as_secs_f64());
+        let series = &self.store[operation as usize];
+        series.outcomes[outcome as usize].inc();
+        series.duration.observe(started.elapsed().as_secs_f64());
     }
 
     pub fn count_corrupt_session(&self) {

@@ -20,7 +20,7 @@ use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, Upd
 use actix_web::cookie::time::Duration as CookieDuration;
 use versioned_session_store::conflict_in_update;
 
-use crate::metrics::{Metrics, StoreOutcome};
+use crate::metrics::{Metrics, StoreOperation, StoreOutcome};
 
 /// What actix-session keeps per session: key -> JSON-encoded value.
 type SessionState = HashMap<String, String>;
@@ -46,7 +46,7 @@ impl<S: SessionStore> BoundedStore<S> {
     /// `conflict` names the reason when an error is a refused write.
     async fn bounded<T, E>(
         &self,
-        operation: &'static str,
+        operation: StoreOperation,
         call: impl Future<Output = Result<T, E>>,
         on_timeout: impl FnOnce(anyhow::Error) -> E,
         conflict: impl FnOnce(&E) -> Option<&'static str>,
@@ -128,7 +128,7 @@ fn no_conflict<E>(_: &E) -> Option<&'static str> {
 impl<S: SessionStore> SessionStore for BoundedStore<S> {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<SessionState>, LoadError> {
         self.bounded(
-            "load",
+            StoreOperation::Load,
             self.inner.load(session_key),
             LoadError::Other,
             no_conflict,
@@ -142,7 +142,7 @@ impl<S: SessionStore> SessionStore for BoundedStore<S> {
         ttl: &CookieDuration,
     ) -> Result<SessionKey, SaveError> {
         self.bounded(
-            "save",
+            StoreOperation::Save,
             self.inner.save(state, ttl),
             SaveError::Other,
             no_conflict,
@@ -157,7 +157,7 @@ impl<S: SessionStore> SessionStore for BoundedStore<S> {
         ttl: &CookieDuration,
     ) -> Result<SessionKey, UpdateError> {
         self.bounded(
-            "update",
+            StoreOperation::Update,
             self.inner.update(session_key, state, ttl),
             UpdateError::Other,
             |err| conflict_in_update(err).map(|conflict| conflict.reason.as_str()),
@@ -171,7 +171,7 @@ impl<S: SessionStore> SessionStore for BoundedStore<S> {
         ttl: &CookieDuration,
     ) -> anyhow::Result<()> {
         self.bounded(
-            "update_ttl",
+            StoreOperation::UpdateTtl,
             self.inner.update_ttl(session_key, ttl),
             |err| err,
             no_conflict,
@@ -181,7 +181,7 @@ impl<S: SessionStore> SessionStore for BoundedStore<S> {
 
     async fn delete(&self, session_key: &SessionKey) -> anyhow::Result<()> {
         self.bounded(
-            "delete",
+            StoreOperation::Delete,
             self.inner.delete(session_key),
             |err| err,
             no_conflict,

@@ -16,7 +16,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use actix_session::config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy};
+use actix_session::config::{
+    BrowserSession, CookieContentSecurity, PersistentSession, TtlExtensionPolicy,
+};
 use actix_session::storage::SessionStore;
 use actix_session::SessionMiddleware;
 use actix_web::cookie::time::Duration as CookieDuration;
@@ -69,6 +71,8 @@ struct CookieSettings {
     key: Key,
     name: String,
     secure: bool,
+    /// Max-Age = `ttl`, renewed on every response; else a browser-session cookie.
+    persistent: bool,
     ttl: Duration,
 }
 
@@ -102,6 +106,7 @@ impl Application {
             SessionStoreKind::Redis => {
                 let stock = GetexRedisStore::new(
                     pool,
+                    &settings.redis_url,
                     &settings.redis_key_prefix,
                     settings.session_ttl,
                     metrics.clone(),
@@ -159,6 +164,7 @@ where
         key: settings.session_key.clone(),
         name: settings.cookie_name.clone(),
         secure: settings.cookie_secure,
+        persistent: settings.persistent_cookie,
         ttl: settings.session_ttl,
     };
     let node_id = settings.node_id.clone();
@@ -194,19 +200,34 @@ where
 }
 
 /// Encrypted (Private) cookie, HttpOnly, SameSite=Lax; the session lives
-/// `ttl` after its last use, in Redis and in the browser alike.
+/// `ttl` after its last use in Redis, and in the browser too when the cookie
+/// is persistent.
+///
+/// Why a browser-session cookie by default: a persistent cookie's Max-Age has
+/// to slide with the session, so actix-session re-encrypts and sends the
+/// cookie with every response, reads included: about 1.5 us of CPU and 9 % of
+/// read throughput (BENCHMARKS.md). Without a Max-Age a read sends no cookie
+/// at all, and the idle timeout still holds, in Redis, where it matters.
 fn session_middleware<S: SessionStore>(store: S, cookie: &CookieSettings) -> SessionMiddleware<S> {
     let ttl = CookieDuration::seconds(i64::try_from(cookie.ttl.as_secs()).unwrap_or(i64::MAX));
-    SessionMiddleware::builder(store, cookie.key.clone())
+    let builder = SessionMiddleware::builder(store, cookie.key.clone())
         .cookie_name(cookie.name.clone())
         .cookie_secure(cookie.secure)
         .cookie_http_only(true)
         .cookie_same_site(SameSite::Lax)
-        .cookie_content_security(CookieContentSecurity::Private)
-        .session_lifecycle(
+        .cookie_content_security(CookieContentSecurity::Private);
+    let builder = if cookie.persistent {
+        builder.session_lifecycle(
             PersistentSession::default()
                 .session_ttl(ttl)
                 .session_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
         )
-        .build()
+    } else {
+        builder.session_lifecycle(
+            BrowserSession::default()
+                .state_ttl(ttl)
+                .state_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
+        )
+    };
+    builder.build()
 }

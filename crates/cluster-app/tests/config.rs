@@ -152,6 +152,7 @@ fn settings_come_from_the_environment() {
             .env("COOKIE_NAME", "envcookie")
             .env("COOKIE_SECURE", "false")
             .env("SESSION_TTL_SECS", "60")
+            .env("PERSISTENT_COOKIE", "true")
             .env("REDIS_KEY_PREFIX", "envprefix:")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null()),

@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use common::{Browser, Node};
@@ -29,6 +30,59 @@ fn the_first_read_after_a_redis_restart_succeeds() {
     let reply = browser.get(&node, "/whoami");
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.body["user"], "alice");
+}
+
+/// After a restart every worker needs a new read connection. A burst of
+/// concurrent reads must open one per worker (the test node has 2), not one
+/// per read: a herd of connects at a Redis that has just come back is the
+/// last thing it needs.
+#[test]
+fn a_burst_of_reads_after_a_redis_restart_opens_one_connection_per_worker() {
+    let mut redis = RedisServer::start_with_aof();
+    let node = Node::start("a", &redis.url());
+    let mut browser = Browser::new();
+    browser.login(&node, "alice");
+    assert_eq!(browser.get(&node, "/whoami").status, 200);
+    redis.restart();
+
+    let mut observer = common::redis_connection(&redis.url());
+    let opened_before = connections_received(&mut observer);
+    let readers = 32;
+    let start = Barrier::new(readers);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..readers)
+            .map(|_| {
+                let mut tab = Browser::with_cookie(browser.cookie.clone());
+                let (start, node) = (&start, &node);
+                scope.spawn(move || {
+                    start.wait();
+                    tab.get(node, "/whoami").status
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| thread.join().expect("reader thread"))
+            .collect()
+    });
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let opened = connections_received(&mut observer) - opened_before;
+    assert!(
+        (1..=2).contains(&opened),
+        "{readers} concurrent reads opened {opened} connections to Redis"
+    );
+}
+
+/// Connections Redis has accepted since it started.
+fn connections_received(connection: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(connection)
+        .expect("INFO stats");
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("INFO stats has total_connections_received")
 }
 
 #[test]

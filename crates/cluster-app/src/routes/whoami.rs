@@ -2,10 +2,20 @@
 
 use actix_session::Session;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
 
-use crate::session_data;
+use crate::session_data::{self, Items};
 use crate::state::AppState;
+
+/// The answer, typed: serialized straight to JSON, without building a
+/// `serde_json::Value` tree first.
+#[derive(Serialize)]
+struct WhoAmI<'a> {
+    node: &'a str,
+    user: Option<String>,
+    counter: i64,
+    items: Items,
+}
 
 /// Reads and never writes: the session is not marked changed, so
 /// actix-session at most refreshes its TTL.
@@ -16,10 +26,10 @@ use crate::state::AppState;
 /// state, so the plumbing keys (`__version`, `sid`) are not shown.
 pub async fn whoami(state: web::Data<AppState>, session: Session) -> HttpResponse {
     let metrics = &state.metrics;
-    HttpResponse::Ok().json(json!({
-        "node": state.node_id,
-        "user": session_data::user(&session, metrics),
-        "counter": session_data::counter(&session, metrics),
-        "items": session_data::items(&session, metrics),
-    }))
+    HttpResponse::Ok().json(WhoAmI {
+        node: &state.node_id,
+        user: session_data::user(&session, metrics),
+        counter: session_data::counter(&session, metrics),
+        items: session_data::items(&session, metrics),
+    })
 }
