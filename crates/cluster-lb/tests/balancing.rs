@@ -9,20 +9,28 @@ use cluster_lb::Algorithm;
 use common::{client, settings_for, BackendOptions, Lb, TestBackend};
 use tokio::task::JoinSet;
 
+/// Each backend takes 5 ms per request, like a real one that does some work. With
+/// sub-millisecond answers, one request delayed a few ms by a busy test machine would be a
+/// peak 10x above its peers and peak-EWMA would rightly avoid that backend for seconds,
+/// longer than this test runs; 5 ms of work keeps such noise small next to the signal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_of_two_choices_spreads_over_every_backend() {
+    let working = || BackendOptions {
+        delay: Duration::from_millis(5),
+        ..BackendOptions::default()
+    };
     let backends = [
-        TestBackend::start("a").await,
-        TestBackend::start("b").await,
-        TestBackend::start("c").await,
+        TestBackend::start_with("a", working()).await,
+        TestBackend::start_with("b", working()).await,
+        TestBackend::start_with("c", working()).await,
     ];
     let lb = Lb::start(settings_for(&backends.iter().collect::<Vec<_>>())).await;
     let http = client();
     let mut workers = JoinSet::new();
-    for _ in 0..4 {
+    for _ in 0..6 {
         let (http, url) = (http.clone(), lb.url("/spread"));
         workers.spawn(async move {
-            for _ in 0..75 {
+            for _ in 0..50 {
                 http.get(&url)
                     .send()
                     .await

@@ -9,33 +9,48 @@ use std::time::Duration;
 use test_support::{free_port, wait_for, workspace_bin, ChildGuard};
 
 /// Starts `clusterctl up --nodes 2` and waits until it printed the URLs.
+///
+/// The LB port comes from `free_port`, which another test may take before clusterctl binds
+/// it; clusterctl then exits at once ("port ... is in use"), and this tries another port.
 fn start_up(out: &Path) -> ChildGuard {
     let bin_dir = workspace_bin("cluster-app").parent().unwrap().to_path_buf();
     workspace_bin("cluster-lb");
     let stdout = out.join("stdout.txt");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_clusterctl"));
-    command
-        .args([
-            "up",
-            "--nodes",
-            "2",
-            "--lb-port",
-            &free_port().to_string(),
-            "--bin-dir",
-        ])
-        .arg(bin_dir)
-        .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
-        .stderr(Stdio::null());
-    let clusterctl = ChildGuard::spawn("clusterctl up", &mut command);
-    let printed = wait_for(Duration::from_secs(60), || {
-        let text = std::fs::read_to_string(&stdout).ok()?;
-        text.contains("Ctrl-C stops everything").then_some(text)
-    });
-    assert!(
-        printed.is_some(),
-        "clusterctl up did not report the cluster up within 60 s"
-    );
-    clusterctl
+    let stderr = out.join("stderr.txt");
+    for _attempt in 0..5 {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_clusterctl"));
+        command
+            .args([
+                "up",
+                "--nodes",
+                "2",
+                "--lb-port",
+                &free_port().to_string(),
+                "--bin-dir",
+            ])
+            .arg(&bin_dir)
+            .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()));
+        let mut clusterctl = ChildGuard::spawn("clusterctl up", &mut command);
+        let outcome = wait_for(Duration::from_secs(60), || {
+            let text = std::fs::read_to_string(&stdout).ok()?;
+            if text.contains("Ctrl-C stops everything") {
+                return Some(Ok(()));
+            }
+            let status = clusterctl.wait_timeout(Duration::ZERO)?;
+            Some(Err(format!(
+                "clusterctl up exited ({status}): {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            )))
+        });
+        match outcome {
+            Some(Ok(())) => return clusterctl,
+            Some(Err(exited)) if exited.contains("is in use") => continue,
+            Some(Err(exited)) => panic!("{exited}"),
+            None => panic!("clusterctl up did not report the cluster up within 60 s"),
+        }
+    }
+    panic!("clusterctl up found its LB port taken 5 times in a row");
 }
 
 /// Pids whose parent is `parent` (from /proc), that have not exited.
