@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Load balancer benchmark: cluster-lb next to nginx and HAProxy in front of the same two tiny
-# nginx backends, all on 127.0.0.1.
+# nginx backends, all on 127.0.0.1, with crates/cluster-lb/examples/plain_hyper_proxy.rs
+# ("plain-hyper": hyper-util's pooled client, round-robin, nothing else) as the floor that
+# shows what hyper itself costs.
 #
 #  1. Throughput/latency: wrk keep-alive at c=8 and c=50, median of RUNS runs per cell; rps,
 #     p50, p99, the proxy's CPU time (user + system) per request, peak RSS of the proxy's
@@ -37,9 +39,10 @@ need haproxy haproxy
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
-echo "building cluster-lb (release)..." >&2
-cargo build --release -q -p cluster-lb
+echo "building cluster-lb and plain_hyper_proxy (release)..." >&2
+cargo build --release -q -p cluster-lb --bin cluster-lb --example plain_hyper_proxy
 LB_BIN="${CARGO_TARGET_DIR:-target}/release/cluster-lb"
+PLAIN_BIN="${CARGO_TARGET_DIR:-target}/release/examples/plain_hyper_proxy"
 
 WORK=$(mktemp -d /tmp/bench-lb.XXXXXX)
 declare -A PIDS=()
@@ -90,7 +93,7 @@ stop() { # stop <name>: SIGTERM, then SIGKILL after 3 s
   unset "PIDS[$1]"
 }
 
-start_proxy() { # start_proxy <nginx|haproxy|cluster-lb>
+start_proxy() { # start_proxy <nginx|haproxy|cluster-lb|plain-hyper>
   local backends="127.0.0.1:$B1_PORT 127.0.0.1:$B2_PORT"
   case $1 in
     nginx)
@@ -106,6 +109,9 @@ start_proxy() { # start_proxy <nginx|haproxy|cluster-lb>
       RUST_LOG=warn "$LB_BIN" --listen "127.0.0.1:$PROXY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
         --workers "$LB_WORKERS" --backend "127.0.0.1:$B1_PORT" --backend "127.0.0.1:$B2_PORT" \
         2>"$WORK/cluster-lb.log" & ;;
+    plain-hyper)
+      "$PLAIN_BIN" "127.0.0.1:$PROXY_PORT" "127.0.0.1:$B1_PORT" "127.0.0.1:$B2_PORT" \
+        2>"$WORK/plain-hyper.log" & ;;
   esac
   PIDS[proxy]=$!
   wait_port "$PROXY_PORT"
@@ -159,7 +165,7 @@ run_wrk() { # run_wrk <connections> -> "rps p50_ms p99_ms proxy_cpu_us_per_reque
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-PROXIES=(nginx haproxy cluster-lb)
+PROXIES=(nginx haproxy cluster-lb plain-hyper)
 declare -A RPS P50 P99 RSS CPU
 start_backend b1 "$B1_PORT"
 start_backend b2 "$B2_PORT"
