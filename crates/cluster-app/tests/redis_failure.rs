@@ -20,13 +20,7 @@ const BOUND: Duration = Duration::from_millis(500 + 100);
 fn the_first_read_after_a_redis_restart_succeeds() {
     // Redis restarts while no request is in flight: the node's connections are
     // broken, but no request has noticed yet. The next read must not pay for it.
-    let mut redis = RedisServer::start_with_aof();
-    let node = Node::start("a", &redis.url());
-    let mut browser = Browser::new();
-    browser.login(&node, "alice");
-    assert_eq!(browser.get(&node, "/whoami").status, 200);
-
-    redis.restart();
+    let (_redis, node, mut browser) = alice_reads_then_redis_restarts();
     let reply = browser.get(&node, "/whoami");
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.body["user"], "alice");
@@ -38,12 +32,7 @@ fn the_first_read_after_a_redis_restart_succeeds() {
 /// last thing it needs.
 #[test]
 fn a_burst_of_reads_after_a_redis_restart_opens_one_connection_per_worker() {
-    let mut redis = RedisServer::start_with_aof();
-    let node = Node::start("a", &redis.url());
-    let mut browser = Browser::new();
-    browser.login(&node, "alice");
-    assert_eq!(browser.get(&node, "/whoami").status, 200);
-    redis.restart();
+    let (redis, node, browser) = alice_reads_then_redis_restarts();
 
     let mut observer = common::redis_connection(&redis.url());
     let opened_before = connections_received(&mut observer);
@@ -71,6 +60,18 @@ fn a_burst_of_reads_after_a_redis_restart_opens_one_connection_per_worker() {
         (1..=2).contains(&opened),
         "{readers} concurrent reads opened {opened} connections to Redis"
     );
+}
+
+/// A node on a Redis that keeps its data over restarts; alice logs in and
+/// reads (so the node holds open connections), then Redis restarts.
+fn alice_reads_then_redis_restarts() -> (RedisServer, Node, Browser) {
+    let mut redis = RedisServer::start_with_aof();
+    let node = Node::start("a", &redis.url());
+    let mut browser = Browser::new();
+    browser.login(&node, "alice");
+    assert_eq!(browser.get(&node, "/whoami").status, 200);
+    redis.restart();
+    (redis, node, browser)
 }
 
 /// Connections Redis has accepted since it started.
