@@ -118,10 +118,13 @@ start_proxy() { # start_proxy <nginx|haproxy|cluster-lb|plain-hyper>
   sleep 1 # let health checks settle
 }
 
-# Peak RSS (VmHWM) of the proxy process and its children (nginx workers), in MB.
+# The proxy's process and its children (nginx's workers).
+proxy_pids() { echo "${PIDS[proxy]}" $(pgrep -P "${PIDS[proxy]}" || true); }
+
+# Peak RSS (VmHWM) of the proxy's processes, summed, in MB.
 proxy_rss_mb() {
-  local root=${PIDS[proxy]} total=0 kb
-  for pid in "$root" $(pgrep -P "$root" || true); do
+  local total=0 kb pid
+  for pid in $(proxy_pids); do
     kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
     total=$((total + ${kb:-0}))
   done
@@ -137,11 +140,11 @@ to_ms() {
     else printf "%s", v }'
 }
 
-# CPU time (user + system, in clock ticks) used so far by the proxy and its children.
+# CPU time (user + system, in clock ticks) used so far by the proxy's processes.
 CLK_TCK=$(getconf CLK_TCK)
 proxy_cpu_ticks() {
-  local root=${PIDS[proxy]} total=0 ticks
-  for pid in "$root" $(pgrep -P "$root" || true); do
+  local total=0 ticks pid
+  for pid in $(proxy_pids); do
     ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
     total=$((total + ${ticks:-0}))
   done
