@@ -121,14 +121,19 @@ start_proxy() { # start_proxy <nginx|haproxy|cluster-lb|plain-hyper>
 # The proxy's process and its children (nginx's workers).
 proxy_pids() { echo "${PIDS[proxy]}" $(pgrep -P "${PIDS[proxy]}" || true); }
 
+# Sum over the proxy's processes of one number read from /proc/<pid>/<file> by an awk program.
+proxy_sum() { # proxy_sum <file> <awk program>
+  local total=0 value pid
+  for pid in $(proxy_pids); do
+    value=$(awk "$2" "/proc/$pid/$1" 2>/dev/null || echo 0)
+    total=$((total + ${value:-0}))
+  done
+  echo "$total"
+}
+
 # Peak RSS (VmHWM) of the proxy's processes, summed, in MB.
 proxy_rss_mb() {
-  local total=0 kb pid
-  for pid in $(proxy_pids); do
-    kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-    total=$((total + ${kb:-0}))
-  done
-  awk -v kb="$total" 'BEGIN { printf "%.1f", kb / 1024 }'
+  awk -v kb="$(proxy_sum status '/^VmHWM:/ {print $2}')" 'BEGIN { printf "%.1f", kb / 1024 }'
 }
 
 # wrk latency figures like "1.23ms" / "850.00us" / "1.01s" -> milliseconds.
@@ -142,14 +147,7 @@ to_ms() {
 
 # CPU time (user + system, in clock ticks) used so far by the proxy's processes.
 CLK_TCK=$(getconf CLK_TCK)
-proxy_cpu_ticks() {
-  local total=0 ticks pid
-  for pid in $(proxy_pids); do
-    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
-    total=$((total + ${ticks:-0}))
-  done
-  echo "$total"
-}
+proxy_cpu_ticks() { proxy_sum stat '{print $14 + $15}'; }
 
 run_wrk() { # run_wrk <connections> -> "rps p50_ms p99_ms proxy_cpu_us_per_request"
   local out before after
