@@ -54,7 +54,7 @@ impl StoreOperation {
         StoreOperation::Delete,
     ];
 
-    pub fn label(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             StoreOperation::Load => "load",
             StoreOperation::Save => "save",
