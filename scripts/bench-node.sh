@@ -80,25 +80,25 @@ wait_until 10 redis-cli -p "$redis_port" ping
 redis_pid=${pids[-1]}
 session_key=$(head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
-node_port=$(free_port)
-base="http://127.0.0.1:$node_port"
-SESSION_KEY=$session_key RUST_LOG=warn \
-  "$app" --node-id bench --listen-addr "127.0.0.1:$node_port" \
-  --redis-url "redis://127.0.0.1:$redis_port" --cookie-secure false --workers "$WORKERS" \
-  >"$work/node.log" 2>&1 &
-pids+=($!)
-node_pid=$!
-wait_until 10 curl -sf "$base/readyz"
-
-persistent_port=$(free_port)
-persistent_base="http://127.0.0.1:$persistent_port"
-SESSION_KEY=$session_key RUST_LOG=warn \
-  "$app" --node-id bench-persistent --listen-addr "127.0.0.1:$persistent_port" \
-  --redis-url "redis://127.0.0.1:$redis_port" --cookie-secure false --workers "$WORKERS" \
-  --persistent-cookie true >"$work/node-persistent.log" 2>&1 &
-pids+=($!)
-persistent_pid=$!
-wait_until 10 curl -sf "$persistent_base/readyz"
+# Starts a cluster-app node on a free port and waits until it is ready;
+# sets started_pid and started_base (no subshell: pids must keep the pid).
+start_node() { # node id, extra flags...
+  local id=$1 port
+  shift
+  port=$(free_port)
+  SESSION_KEY=$session_key RUST_LOG=warn \
+    "$app" --node-id "$id" --listen-addr "127.0.0.1:$port" \
+    --redis-url "redis://127.0.0.1:$redis_port" --cookie-secure false --workers "$WORKERS" \
+    "$@" >"$work/$id.log" 2>&1 &
+  pids+=($!)
+  started_pid=$!
+  started_base="http://127.0.0.1:$port"
+  wait_until 10 curl -sf "$started_base/readyz"
+}
+start_node bench
+node_pid=$started_pid base=$started_base
+start_node bench-persistent --persistent-cookie true
+persistent_pid=$started_pid persistent_base=$started_base
 
 stock_port=$(free_port)
 stock_base="http://127.0.0.1:$stock_port"

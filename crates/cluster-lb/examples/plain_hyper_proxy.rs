@@ -35,7 +35,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let usage = "usage: plain_hyper_proxy LISTEN BACKEND...";
     let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
-    let backends: Vec<String> = args.collect();
+    // Parsed here so that `http://{backend}{path}` is always a valid URI below.
+    let backends = args
+        .map(|backend| {
+            backend
+                .parse::<SocketAddr>()
+                .map(|address| address.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if backends.is_empty() {
         return Err(usage.into());
     }
