@@ -5,8 +5,9 @@
 //! It exists as a yardstick. `scripts/bench-node.sh` runs it beside the real node, with the
 //! same cookie settings (encrypted, lasting the browser session, idle timeout in Redis renewed
 //! on every request), so the cost of a session read through the stock store and through ours is
-//! measured on the same machine in the same run. Do not deploy it: when Redis dies its requests hang for minutes
-//! (`../shared/notes/actix-session-facts.md`, and the tests of the real node).
+//! measured on the same machine in the same run. Do not deploy it: when Redis dies its requests
+//! hang for minutes (one took ~473 s, measured with actix-session 0.11.0 and redis 0.32, whose
+//! reconnect backoff is redis-rs issues #1830 and #1556; the tests of the real node show the fix).
 //!
 //! Usage: `cargo run --release -p cluster-app --example stock_node -- ADDR REDIS_URL KEY_HEX WORKERS`
 
