@@ -6,8 +6,7 @@ mod common;
 use common::{client, raw_exchange, raw_head, raw_status, settings_for, Lb, TestBackend};
 use serde_json::Value;
 
-async fn echo(lb: &Lb, request: reqwest::RequestBuilder) -> (reqwest::header::HeaderMap, Value) {
-    let _ = lb;
+async fn echo(request: reqwest::RequestBuilder) -> (reqwest::header::HeaderMap, Value) {
     let response = request.send().await.expect("response");
     assert!(response.status().is_success(), "{}", response.status());
     let headers = response.headers().clone();
@@ -72,7 +71,6 @@ async fn forwarded_headers_from_untrusted_peers_are_replaced() {
     let backend = TestBackend::start("a").await;
     let lb = Lb::start(settings_for(&[&backend])).await;
     let (_, seen) = echo(
-        &lb,
         client()
             .get(lb.url("/who"))
             .header("x-forwarded-for", "6.6.6.6")
@@ -96,7 +94,6 @@ async fn forwarded_headers_from_trusted_proxies_are_extended() {
     settings.proxy.trusted_proxies = vec!["127.0.0.0/8".parse().expect("CIDR")];
     let lb = Lb::start(settings).await;
     let (_, seen) = echo(
-        &lb,
         client()
             .get(lb.url("/who"))
             .header("x-forwarded-for", "203.0.113.7")
@@ -116,7 +113,6 @@ async fn request_ids_are_kept_when_valid_and_generated_otherwise() {
     let lb = Lb::start(settings_for(&[&backend])).await;
 
     let (response, seen) = echo(
-        &lb,
         client()
             .get(lb.url("/id"))
             .header("x-request-id", "trace-42"),
@@ -127,7 +123,6 @@ async fn request_ids_are_kept_when_valid_and_generated_otherwise() {
 
     let too_long = "x".repeat(129);
     let (response, seen) = echo(
-        &lb,
         client()
             .get(lb.url("/id"))
             .header("x-request-id", too_long.as_str()),
@@ -141,8 +136,8 @@ async fn request_ids_are_kept_when_valid_and_generated_otherwise() {
     assert_eq!(generated.len(), 32);
     assert_eq!(response["x-request-id"], generated.as_str());
 
-    let (_, first) = echo(&lb, client().get(lb.url("/id"))).await;
-    let (_, second) = echo(&lb, client().get(lb.url("/id"))).await;
+    let (_, first) = echo(client().get(lb.url("/id"))).await;
+    let (_, second) = echo(client().get(lb.url("/id"))).await;
     assert_ne!(
         first["headers"]["x-request-id"], second["headers"]["x-request-id"],
         "fresh ids are unique"
