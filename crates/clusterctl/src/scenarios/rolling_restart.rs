@@ -172,7 +172,11 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
             never_back == "all",
         ),
         Check::new(
-            "every node still answers 2-3 s after the last enable",
+            &format!(
+                "every node still answers {}-{} s after the last enable",
+                (SETTLE - LAST_WINDOW).as_secs(),
+                SETTLE.as_secs()
+            ),
             "all",
             &idle_at_end,
             idle_at_end == "all",
