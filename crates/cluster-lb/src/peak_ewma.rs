@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 const DECAY: Duration = Duration::from_secs(5);
 
 /// How long an estimate is trusted without a new sample before it starts to fade.
-pub const HOLD: Duration = Duration::from_millis(500);
+const HOLD: Duration = Duration::from_millis(500);
 
 /// Time constant of the fade after `HOLD`: with peers at 2 ms, an unconfirmed 100 ms peak is
-/// below them ~1.5 s after its sample, a 500 ms failure penalty after ~1.9 s.
-pub const IDLE_FADE: Duration = Duration::from_millis(250);
+/// below them ~1.4 s after its sample, a 500 ms failure penalty after ~1.8 s.
+const IDLE_FADE: Duration = Duration::from_millis(250);
 
 /// Estimate of a backend before its first response when it has no peers to compare with.
 pub const INITIAL: Duration = Duration::from_millis(1);
@@ -70,9 +70,9 @@ impl PeakEwma {
     /// Forgets the history and starts again from `estimate`.
     ///
     /// Used when a backend joins or comes back up. A returning backend's estimate still
-    /// carries the failure penalties charged while it was dying; left alone they would decay
-    /// over ~20 s, during which power-of-two-choices always prefers the other backend of a pair
-    /// and the returning node gets no traffic. Linkerd and Finagle start a new endpoint afresh
+    /// carries the failure penalties charged while it was dying; left alone they would keep it
+    /// out of every pair until they faded, up to ~2 s after its last failure. Linkerd and
+    /// Finagle start a new endpoint afresh
     /// the same way; the caller picks the starting point (see `BackendSet::typical_latency`).
     pub fn restart_at(&self, estimate: Duration) {
         let mut state = self
