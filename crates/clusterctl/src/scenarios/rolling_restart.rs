@@ -43,6 +43,9 @@ pub struct NodeRestart {
     /// power-of-two-choices gives the node nothing while its estimate is the higher one.
     pub lb_ewma_ms_at_enable: f64,
     pub peers_ewma_ms_at_enable: f64,
+    /// From the enable call until the LB reported the node up: more than a few ms when its
+    /// health checks caught the restart and marked it down (then `rise` checks bring it back).
+    pub lb_up_ms: u64,
     /// From the enable call to its first successful answer (none: it never answered).
     pub first_answer_ms: Option<u64>,
     /// Successful responses it served after being enabled again.
@@ -106,6 +109,7 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
         {
             bail!("the LB did not report {id} up within 5 s of enable");
         }
+        let lb_up_ms = (load.elapsed() - enabling).as_millis() as u64;
         load.mark(&format!("{id} back"));
         enabled_at.push(enabling);
         restarts.push(NodeRestart {
@@ -114,6 +118,7 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
             ready_ms: ready.as_millis() as u64,
             lb_ewma_ms_at_enable,
             peers_ewma_ms_at_enable,
+            lb_up_ms,
             first_answer_ms: None,
             served_after: 0,
             served_at_end: 0,
@@ -153,8 +158,8 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
     let first_answers: Vec<String> = restarts
         .iter()
         .map(|r| match r.first_answer_ms {
-            Some(ms) => format!("{} {ms} ms", r.node),
-            None => format!("{} never", r.node),
+            Some(ms) => format!("{} {ms} ms (up {} ms)", r.node, r.lb_up_ms),
+            None => format!("{} never (up {} ms)", r.node, r.lb_up_ms),
         })
         .collect();
     let checks = vec![
