@@ -87,6 +87,8 @@ impl Balancer {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
     use crate::backend::BackendAddress;
     use crate::metrics::Metrics;
@@ -131,6 +133,35 @@ mod tests {
         ));
         list[2].mark_down();
         assert!(balancer.pick(&list, &[]).is_none());
+    }
+
+    /// A rolling restart at a low rate: the re-enabled backend's first answer is slow (cold
+    /// connections to it and from it to Redis), its peers answer in 2 ms. That one sample must
+    /// not keep it out of every pair for seconds while its peers take all the traffic.
+    #[test]
+    fn one_slow_answer_does_not_starve_a_backend() {
+        let list = backends(3);
+        for backend in &list[..2] {
+            backend.record_response(Duration::from_millis(2), false);
+        }
+        list[2].record_response(Duration::from_millis(100), false);
+        let balancer = Balancer::new(Algorithm::PowerOfTwoChoices);
+        let started = Instant::now();
+        let mut waited = None;
+        // 50 requests a second, the peers answering each in 2 ms, for 3 s at most.
+        while started.elapsed() < Duration::from_secs(3) {
+            let chosen = balancer.pick(&list, &[]).unwrap();
+            if Arc::ptr_eq(&chosen, &list[2]) {
+                waited = Some(started.elapsed());
+                break;
+            }
+            chosen.record_response(Duration::from_millis(2), false);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            waited.is_some(),
+            "a single 100 ms answer kept the backend out of every pair for 3 s"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use tokio::task::JoinSet;
 
 /// Each backend takes 5 ms per request, like a real one that does some work. With
 /// sub-millisecond answers, one request delayed a few ms by a busy test machine would be a
-/// peak 10x above its peers and peak-EWMA would rightly avoid that backend for seconds,
-/// longer than this test runs; 5 ms of work keeps such noise small next to the signal.
+/// peak 10x above its peers and peak-EWMA would rightly avoid that backend for a second or
+/// two, longer than this test runs; 5 ms of work keeps such noise small next to the signal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_of_two_choices_spreads_over_every_backend() {
     let working = || BackendOptions {
@@ -154,11 +154,58 @@ async fn sticky_mode_pins_a_client_with_a_cookie() {
         );
     }
     assert_eq!(served_by.len(), 1, "one client, one backend: {served_by:?}");
-    // Without the cookie, round-robin alternates.
+    // Without the cookie, round-robin alternates, and each answer offers a cookie for its backend.
     let http = client();
-    let first = http.get(lb.url("/x")).send().await.expect("response");
-    assert!(first.headers()["set-cookie"]
+    let mut alternating = Vec::new();
+    for _ in 0..4 {
+        let response = http.get(lb.url("/x")).send().await.expect("response");
+        let cookie = response.headers()["set-cookie"].to_str().expect("ascii");
+        assert!(cookie.starts_with("lb_backend="), "{cookie}");
+        alternating.push(served_by_header(&response));
+    }
+    assert!(
+        alternating.windows(2).all(|pair| pair[0] != pair[1]),
+        "without the cookie, no pinning: {alternating:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_mode_is_off_by_default() {
+    // Sessions live in Redis, so any backend serves any client: no cookie, no pinning.
+    let backends = [TestBackend::start("a").await, TestBackend::start("b").await];
+    let mut settings = settings_for(&backends.iter().collect::<Vec<_>>());
+    assert!(!settings.proxy.sticky);
+    // Round-robin makes "no pinning" exact: a pinned client would see one backend only.
+    settings.proxy.algorithm = Algorithm::RoundRobin;
+    let lb = Lb::start(settings).await;
+    let with_cookies = reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let mut served_by = Vec::new();
+    for _ in 0..6 {
+        let response = with_cookies
+            .get(lb.url("/me"))
+            .send()
+            .await
+            .expect("response");
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "no cookie is set: {:?}",
+            response.headers()
+        );
+        served_by.push(served_by_header(&response));
+    }
+    assert!(
+        served_by.windows(2).all(|pair| pair[0] != pair[1]),
+        "one client, every backend in turn: {served_by:?}"
+    );
+}
+
+fn served_by_header(response: &reqwest::Response) -> String {
+    response.headers()["x-served-by"]
         .to_str()
         .expect("ascii")
-        .starts_with("lb_backend="));
+        .to_string()
 }

@@ -14,10 +14,21 @@ use common::{
 };
 use reqwest::Method;
 
-/// Runs 8 clients against two backends, kills one mid-load; returns the clients' report, the
-/// requests the victim was answering when killed, and the balancer's count of attempts lost on a
-/// broken connection (sent, then the connection died).
-async fn kill_under_load(method: Method) -> (common::LoadReport, usize, u64) {
+/// Clients of the load in `kill_under_load`: each has at most one request in flight.
+const CLIENTS: usize = 8;
+
+/// What one kill under load showed.
+#[derive(Debug)]
+struct Kill {
+    report: common::LoadReport,
+    /// Requests the victim had received and not answered when it died.
+    in_flight_at_kill: usize,
+    /// The balancer's count of attempts lost on a broken connection (sent, then it died).
+    lost: u64,
+}
+
+/// Runs `CLIENTS` clients against two backends and kills one while it is answering.
+async fn kill_under_load(method: Method) -> Kill {
     let slow = BackendOptions {
         delay: Duration::from_millis(20),
         ..Default::default()
@@ -27,24 +38,28 @@ async fn kill_under_load(method: Method) -> (common::LoadReport, usize, u64) {
     let lb = Lb::start(settings_for(&[&survivor, &victim])).await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(lb.url("/work"), method.clone(), 8, Arc::clone(&stop));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        victim.requests() > 0,
-        "the victim took traffic before the kill"
-    );
+    let load = start_load(lb.url("/work"), method.clone(), CLIENTS, Arc::clone(&stop));
     // Power-of-two-choices may steer away from the victim for a moment; kill it while it is
-    // answering, so the test always covers requests cut mid-flight.
+    // answering, so the run covers requests cut mid-flight.
     assert!(
-        common::wait_until(Duration::from_secs(3), || victim.in_flight() > 0).await,
-        "the victim had no request in flight for 3 s"
+        common::wait_until(Duration::from_secs(5), || victim.in_flight() > 0).await,
+        "the victim had no request in flight for 5 s"
     );
     let in_flight_at_kill = victim.kill().await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let survivor_at_kill = survivor.requests();
+    lb.wait_for_state(&victim.address(), "down", Duration::from_secs(5))
+        .await
+        .expect("the killed backend is marked down");
+    // Traffic keeps flowing on the survivor after the kill.
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            survivor.requests() >= survivor_at_kill + 100
+        })
+        .await,
+        "the survivor answered fewer than 100 requests in 10 s after the kill"
+    );
     stop.store(true, Ordering::SeqCst);
     let report = load.await.expect("load task");
-    assert!(report.ok > 100, "traffic kept flowing: {report:?}");
-    assert_eq!(lb.state_of(&victim.address()).await, "down");
     let metrics = client()
         .get(lb.admin_url("/metrics"))
         .send()
@@ -55,8 +70,13 @@ async fn kill_under_load(method: Method) -> (common::LoadReport, usize, u64) {
         .lines()
         .find_map(|line| line.strip_prefix("lb_upstream_errors_total{kind=\"lost\"} "))
         .map_or(0, |n| n.parse().expect("a count"));
-    eprintln!("{method}: {report:?}, {in_flight_at_kill} in flight on the victim when killed, {lost} lost");
-    (report, in_flight_at_kill, lost)
+    let kill = Kill {
+        report,
+        in_flight_at_kill,
+        lost,
+    };
+    eprintln!("{method}: {kill:?}");
+    kill
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,9 +84,9 @@ async fn killing_a_backend_under_load_fails_no_get() {
     // The point is GETs cut mid-flight and replayed. On a busy machine the kill can land in a
     // gap where the victim answers nothing; then the run proves less, so it is run again.
     for _ in 0..3 {
-        let (report, in_flight_at_kill, lost) = kill_under_load(Method::GET).await;
-        assert_eq!(report.failed, 0, "failed GETs: {:?}", report.failures);
-        if in_flight_at_kill > 0 && lost > 0 {
+        let kill = kill_under_load(Method::GET).await;
+        assert_eq!(kill.report.failed, 0, "failed GETs: {kill:?}");
+        if kill.in_flight_at_kill > 0 && kill.lost > 0 {
             return;
         }
     }
@@ -75,32 +95,41 @@ async fn killing_a_backend_under_load_fails_no_get() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_backend_under_load_fails_only_the_posts_it_was_answering() {
-    let (report, in_flight_at_kill, lost) = kill_under_load(Method::POST).await;
     // A POST that reached the victim may have been acted on: it is not replayed, it fails.
-    // Every other POST (refused connections, later requests) must succeed. Usually the failed
-    // ones are exactly those the victim was answering; when the machine is busy, one can also be
-    // written to a pooled connection the kill had just closed (still "lost", never replayed).
-    assert!(
-        report.failed as u64 <= lost,
-        "{} POSTs failed but only {lost} were lost on the killed backend ({in_flight_at_kill} in flight there): {:?}",
-        report.failed,
-        report.failures
-    );
-    // The victim leaves the rotation on the first loss, so each client loses at most the one
-    // request it had in flight: never a stream of failures.
-    assert!(
-        report.failed <= 8,
-        "{} POSTs failed: {:?}",
-        report.failed,
-        report.failures
-    );
+    // Every other POST (refused connections, later requests) succeeds.
+    for _ in 0..3 {
+        let kill = kill_under_load(Method::POST).await;
+        // Each failure is an attempt lost after sending, and each lost attempt failed: had one
+        // been replayed on the survivor it would have succeeded, and `failed` would be lower.
+        assert_eq!(
+            kill.report.failed as u64, kill.lost,
+            "every POST lost on the victim fails, and nothing else does: {kill:?}"
+        );
+        // Every POST the victim was answering failed. One more can fail when the balancer wrote
+        // it to a pooled connection the kill was closing: lost, never replayed, but never
+        // received either. The victim leaves the rotation on the first loss, so each client
+        // loses at most its one request in flight: never a stream of failures.
+        assert!(
+            kill.report.failed >= kill.in_flight_at_kill && kill.report.failed <= CLIENTS,
+            "{} POSTs failed, {} were in flight on the victim: {kill:?}",
+            kill.report.failed,
+            kill.in_flight_at_kill
+        );
+        if kill.in_flight_at_kill > 0 {
+            return;
+        }
+    }
+    panic!("in 3 runs the kill never cut a POST in flight");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_backend_is_ejected_within_a_second() {
+async fn a_killed_backend_is_ejected_by_the_first_refused_request() {
     let survivor = TestBackend::start("survivor").await;
     let mut victim = TestBackend::start("victim").await;
-    let lb = Lb::start(settings_for(&[&survivor, &victim])).await;
+    let mut settings = settings_for(&[&survivor, &victim]);
+    // Health checks far apart: only passive detection can take the victim out in time.
+    settings.health.interval = Duration::from_secs(30);
+    let lb = Lb::start(settings).await;
     let http = client();
     // Light traffic: one request every 20 ms.
     let stop = Arc::new(AtomicBool::new(false));
@@ -122,23 +151,27 @@ async fn a_killed_backend_is_ejected_within_a_second() {
             failed
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        common::wait_until(Duration::from_secs(5), || victim.requests() > 0).await,
+        "the victim took traffic before the kill"
+    );
 
     victim.kill().await;
-    let killed_at = Instant::now();
-    let ejected_after = lb
-        .wait_for_state(&victim.address(), "down", Duration::from_secs(3))
+    lb.wait_for_state(&victim.address(), "down", Duration::from_secs(5))
         .await
-        .expect("the dead backend is marked down");
+        .expect("the dead backend is marked down long before its next health check");
     let attempts_at_ejection = lb.backend(&victim.address()).await["requests"].as_u64();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The ticker goes on: 20 more requests, all of them to the survivor.
+    let survivor_at_ejection = survivor.requests();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            survivor.requests() >= survivor_at_ejection + 20
+        })
+        .await,
+        "traffic stalled after the ejection"
+    );
     stop.store(true, Ordering::SeqCst);
 
-    assert!(killed_at.elapsed() > ejected_after);
-    assert!(
-        ejected_after <= Duration::from_secs(1),
-        "ejected after {ejected_after:?}"
-    );
     assert_eq!(
         lb.backend(&victim.address()).await["requests"].as_u64(),
         attempts_at_ejection,
@@ -151,26 +184,38 @@ async fn a_killed_backend_is_ejected_within_a_second() {
     );
 }
 
+/// How long the health checker needs to change its mind: the check in progress, then `checks`
+/// more in a row (half an interval apart once they disagree with the state), plus a second for
+/// a busy machine. Without health checks the state would never change: the bound tells a
+/// working checker from none, not a fast machine from a slow one.
+fn health_bound(settings: &Settings, checks: u32) -> Duration {
+    settings.health.interval * (checks + 1) + Duration::from_secs(1)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unready_backend_is_ejected_by_health_checks_within_a_second() {
+async fn an_unready_backend_is_ejected_by_health_checks() {
     let backend = TestBackend::start("a").await;
-    let lb = Lb::start(settings_for(&[&backend])).await;
-    // No traffic: only the active checks (500 ms interval, fall 2) can notice.
+    let settings = settings_for(&[&backend]);
+    let bound = health_bound(&settings, settings.health.fall);
+    let lb = Lb::start(settings).await;
+    // No traffic: only the active checks can notice.
     backend.set_ready(false);
     let took = lb
-        .wait_for_state(&backend.address(), "down", Duration::from_secs(3))
+        .wait_for_state(&backend.address(), "down", bound * 2)
         .await;
     assert!(
-        took.is_some_and(|t| t <= Duration::from_secs(1)),
-        "ejected after {took:?}"
+        took.is_some_and(|t| t <= bound),
+        "ejected after {took:?}, expected within {bound:?}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recovered_backend_is_readmitted_within_a_second() {
+async fn a_recovered_backend_is_readmitted_by_health_checks() {
     let mut backend = TestBackend::start("phoenix").await;
     let other = TestBackend::start("other").await;
-    let lb = Lb::start(settings_for(&[&backend, &other])).await;
+    let settings = settings_for(&[&backend, &other]);
+    let bound = health_bound(&settings, settings.health.rise);
+    let lb = Lb::start(settings).await;
     let (http, base) = (client(), lb.url(""));
     let get = move |path: &'static str| {
         let (http, url) = (http.clone(), format!("{base}{path}"));
@@ -195,19 +240,17 @@ async fn a_recovered_backend_is_readmitted_within_a_second() {
     lb.wait_for_state(&backend.address(), "down", Duration::from_secs(3))
         .await
         .expect("marked down");
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     backend.restart().await;
-    let took = lb
-        .wait_for_state(&backend.address(), "up", Duration::from_secs(3))
-        .await;
+    let took = lb.wait_for_state(&backend.address(), "up", bound * 2).await;
     assert!(
-        took.is_some_and(|t| t <= Duration::from_secs(1)),
-        "readmitted after {took:?}"
+        took.is_some_and(|t| t <= bound),
+        "readmitted after {took:?}, expected within {bound:?}"
     );
 
-    // Four clients at once: power-of-two-choices weighs in-flight requests, so under load a
-    // readmitted backend that starts at its peer's latency wins its share at once.
+    // Four clients at once, 40 requests: the readmitted backend starts at its peer's latency,
+    // not at the penalties charged while it died, so it is back in the rotation at once (its
+    // exact share depends on each answer's latency, which a busy machine makes noisy).
     let before = backend.requests();
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..4 {
@@ -223,7 +266,7 @@ async fn a_recovered_backend_is_readmitted_within_a_second() {
     }
     assert!(
         backend.requests() > before,
-        "the readmitted backend takes traffic again"
+        "the readmitted backend got none of the 40 requests after its return"
     );
 }
 
@@ -239,7 +282,8 @@ async fn connections_from_before_an_outage_are_not_reused_after_it() {
     ]);
     settings.health.interval = Duration::from_millis(100);
     settings.proxy.pool_idle_timeout = Duration::from_secs(10);
-    settings.proxy.response_timeout = Duration::from_secs(3);
+    // A hang would last the response timeout; the bound below is well under it.
+    settings.proxy.response_timeout = Duration::from_secs(10);
     let lb = Lb::start(settings).await;
     let http = client();
     let get = || http.get(lb.url("/through-the-relay")).send();
@@ -262,7 +306,7 @@ async fn connections_from_before_an_outage_are_not_reused_after_it() {
         "the first request after the outage goes over a new connection"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(5),
         "it did not wait on a dead connection first: {:?}",
         started.elapsed()
     );
@@ -334,7 +378,8 @@ async fn stale_pooled_connections_cause_no_errors() {
     // POSTs are never replayed after being sent, so a stale connection would show as an error.
     // Gaps straddle the backend's idle timeout, where the race lives.
     let mut failures = Vec::new();
-    for gap_ms in [190, 196, 200, 204, 210, 198, 202, 200, 206, 194, 200, 215] {
+    let gaps_ms = [190, 196, 200, 204, 210, 198, 202, 200, 206, 194, 200, 215];
+    for gap_ms in gaps_ms {
         tokio::time::sleep(Duration::from_millis(gap_ms)).await;
         match http.post(lb.url("/spaced")).body("{}").send().await {
             Ok(response) if response.status().is_success() => {}
@@ -346,14 +391,26 @@ async fn stale_pooled_connections_cause_no_errors() {
         failures.is_empty(),
         "stale connections failed requests: {failures:?}"
     );
-    assert_eq!(backend.requests(), 12);
+    assert_eq!(
+        backend.requests(),
+        gaps_ms.len(),
+        "each POST reached the backend once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_healthy_backend_answers_503_json_at_once() {
+    // "At once" against the alternative, waiting on a timeout: both timeouts are long, the bound
+    // well under them and well above a busy machine's noise.
+    let at_once = Duration::from_secs(2);
+    let patient = |mut settings: Settings| {
+        settings.proxy.connect_timeout = Duration::from_secs(10);
+        settings.proxy.response_timeout = Duration::from_secs(10);
+        settings
+    };
     let mut dead = TestBackend::start("dead").await;
     dead.kill().await;
-    let lb = Lb::start(settings_for(&[&dead])).await;
+    let lb = Lb::start(patient(settings_for(&[&dead]))).await;
     let http = client();
     for _ in 0..3 {
         let started = Instant::now();
@@ -364,7 +421,7 @@ async fn no_healthy_backend_answers_503_json_at_once() {
             .expect("a response, not a hang");
         let took = started.elapsed();
         assert!(response.status().is_server_error(), "{}", response.status());
-        assert!(took < Duration::from_millis(300), "took {took:?}");
+        assert!(took < at_once, "took {took:?}");
         let body: serde_json::Value = response.json().await.expect("JSON error body");
         assert!(body["error"].is_string(), "{body}");
     }
@@ -376,9 +433,9 @@ async fn no_healthy_backend_answers_503_json_at_once() {
     assert_eq!(response.status(), 503, "once the backend is known down");
     assert_eq!(response.headers()["retry-after"], "1");
 
-    let empty = Lb::start(cluster_lb::Settings::with_backends(Vec::new())).await;
+    let empty = Lb::start(patient(Settings::with_backends(Vec::new()))).await;
     let started = Instant::now();
     let response = http.get(empty.url("/")).send().await.expect("response");
     assert_eq!(response.status(), 503);
-    assert!(started.elapsed() < Duration::from_millis(300));
+    assert!(started.elapsed() < at_once);
 }

@@ -244,7 +244,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     let mut lb = spawn_lb(&args, &[], admin_port);
     let url = format!("http://127.0.0.1:{port}/slow");
     let in_flight =
-        tokio::spawn(async move { client().get(url).header("x-delay-ms", "800").send().await });
+        tokio::spawn(async move { client().get(url).header("x-delay-ms", "2000").send().await });
     let started = wait_for(Duration::from_secs(5), || {
         (backend.in_flight() == 1).then_some(())
     });
@@ -252,10 +252,18 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
 
     lb.signal(libc::SIGTERM);
     let signalled_at = Instant::now();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = wait_for(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_err()
+            .then_some(())
+    });
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "no new connections are accepted after SIGTERM"
+        refused.is_some(),
+        "new connections were still accepted 5 s after SIGTERM"
+    );
+    assert!(
+        !in_flight.is_finished(),
+        "new connections are refused while the in-flight request still runs"
     );
     let response = in_flight
         .await
@@ -267,8 +275,10 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
         .expect("join")
         .expect("cluster-lb exits after SIGTERM");
     assert_eq!(status.code(), Some(0));
+    // The request needed 2 s; the shutdown timeout (30 s) would be a hang.
     assert!(
-        signalled_at.elapsed() < Duration::from_secs(3),
-        "exited promptly once idle"
+        signalled_at.elapsed() < Duration::from_secs(10),
+        "exited promptly once idle: {:?}",
+        signalled_at.elapsed()
     );
 }

@@ -62,6 +62,10 @@ pub struct VerifyArgs {
     /// Shorter load phases and a lower rate: the whole run in well under 2 minutes.
     #[arg(long)]
     pub quick: bool,
+    /// Start this node (e.g. node2) with a session key of its own, as a deploy that missed the
+    /// shared key would: the scenarios then show what breaks, and verify exits 1.
+    #[arg(long, value_name = "NODE")]
+    pub wrong_key_on: Option<String>,
     /// Also measure start-up time and throughput for these node counts, e.g. 1,2,4,8.
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=16))]
     pub scale: Vec<u8>,

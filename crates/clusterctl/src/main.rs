@@ -69,6 +69,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 lb_port: Some(args.lb_port),
                 redis_url: args.redis_url,
                 binaries,
+                wrong_key_on: None,
             })
             .await
         }
@@ -84,6 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     lb_port: None,
                     redis_url: None,
                     binaries,
+                    wrong_key_on: args.wrong_key_on,
                 },
                 report: args.report,
                 quick: args.quick,
@@ -102,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 lb_port: None,
                 redis_url: None,
                 binaries,
+                wrong_key_on: None,
             })
             .await
         }

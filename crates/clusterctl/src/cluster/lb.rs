@@ -144,6 +144,25 @@ impl LbAdmin {
             .with_context(|| format!("backend {id} not listed by the LB"))
     }
 
+    /// Attempts the LB lost after sending them (the backend's connection broke mid-request),
+    /// from its Prometheus counter: retried elsewhere when idempotent, failed otherwise.
+    pub async fn attempts_lost(&self) -> anyhow::Result<u64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let lost = text
+            .lines()
+            .find_map(|line| line.strip_prefix("lb_upstream_errors_total{kind=\"lost\"} "))
+            .map_or(Ok(0), |count| count.trim().parse::<u64>())
+            .context("the LB's lost-attempts counter is not a number")?;
+        Ok(lost)
+    }
+
     pub async fn drain(&self, id: &str) -> anyhow::Result<()> {
         self.post(&format!("/backends/{id}/drain"), None).await
     }

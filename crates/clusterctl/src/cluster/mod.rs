@@ -33,6 +33,8 @@ pub struct ClusterOptions {
     /// `None`: start a private redis-server.
     pub redis_url: Option<String>,
     pub binaries: Binaries,
+    /// A node (`node<N>`) started with a session key of its own instead of the shared one.
+    pub wrong_key_on: Option<String>,
 }
 
 /// The harness's patience for one request. Nodes answer within their Redis
@@ -60,6 +62,15 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start(options: &ClusterOptions) -> anyhow::Result<Cluster> {
         let started = Instant::now();
+        let ids: Vec<String> = (1..=options.nodes).map(|i| format!("node{i}")).collect();
+        if let Some(odd) = &options.wrong_key_on {
+            if !ids.contains(odd) {
+                anyhow::bail!(
+                    "--wrong-key-on {odd}: the nodes are node1 to node{}",
+                    options.nodes
+                );
+            }
+        }
         let workdir = tempfile::Builder::new()
             .prefix("clusterctl-")
             .tempdir()
@@ -82,13 +93,16 @@ impl Cluster {
         };
 
         let mut nodes = Vec::with_capacity(options.nodes);
-        for index in 1..=options.nodes {
-            let id = format!("node{index}");
+        for id in &ids {
+            let mut own = settings.clone();
+            if options.wrong_key_on.as_ref() == Some(id) {
+                own.session_key = random_hex(64)?;
+            }
             nodes.push(Node::start(
                 &options.binaries.node,
-                &id,
+                id,
                 free_port()?,
-                &settings,
+                &own,
                 workdir.path(),
             )?);
         }
