@@ -1,12 +1,23 @@
 //! Active health checks: each backend's health path is fetched on a fixed interval and the
 //! results drive the fall/rise state machine in `backend.rs`.
 //!
-//! Passive detection (the proxy seeing a refused or reset connection) takes a backend down
-//! at once but can never bring it back: only these checks do, after `rise` good answers. A
-//! refused connection here also counts as proof of death and marks the backend down at once.
-//! While a backend is in transition the checks run twice as often (HAProxy's `fastinter`), so
-//! ejection and re-admission both stay well under a second with the defaults.
+//! Passive detection (the proxy's failed attempts, [`judge_failure`]) can take a backend down
+//! but can never bring it back: only these checks do, after `rise` good answers. A refused
+//! connection here also counts as proof of death and marks the backend down at once. While a
+//! backend is in transition the checks run twice as often (HAProxy's `fastinter`), so ejection
+//! and re-admission both stay well under a second with the defaults.
+//!
+//! Passive evidence must be something no client can manufacture, or one client could take
+//! every backend out of rotation for everyone. So only these count:
+//! * a connection that cannot be opened (refused, reset, timed out): down at once;
+//! * a connection opened for the request that broke before its response, when that happens
+//!   [`FRESH_LOSSES_TO_MARK_DOWN`] times in a row with no response in between.
+//!
+//! A pooled connection that broke proves nothing: what an earlier request on it did (an odd
+//! header, an upgrade refused) may have made the backend close it. Nor does a timeout: slow is
+//! not dead, and the active checks judge slowness.
 
+use std::error::Error as StdError;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -19,6 +30,53 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::backend::{Backend, Transition};
 use crate::backend_set::BackendSet;
+use crate::retry::Failure;
+use crate::upstream::UpstreamError;
+
+/// Connections opened for a request and lost before the response, in a row, that take a backend
+/// out: one can be a request the backend chose to drop, three with no answer between are not.
+pub const FRESH_LOSSES_TO_MARK_DOWN: u32 = 3;
+
+/// Passive detection: records what one failed attempt says about `backend`'s health.
+pub fn judge_failure(
+    backend: &Backend,
+    failure: Failure,
+    error: Option<&UpstreamError>,
+) -> Option<Transition> {
+    let lost_on_fresh_connection =
+        error.is_some_and(|error| !error.on_reused_connection() && is_reset(error));
+    match failure {
+        Failure::Connect => backend.mark_down(),
+        Failure::Lost if lost_on_fresh_connection => (backend.record_fresh_loss()
+            >= FRESH_LOSSES_TO_MARK_DOWN)
+            .then(|| backend.mark_down())
+            .flatten(),
+        Failure::Lost | Failure::Timeout => None,
+    }
+}
+
+/// Did the connection break (reset by peer, or closed before the response was complete)?
+fn is_reset(error: &UpstreamError) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = error.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            if hyper_error.is_incomplete_message() {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
+}
 
 #[derive(Debug, Clone)]
 pub struct HealthOptions {

@@ -2,8 +2,9 @@
 //!
 //! For each request it checks the limits, rewrites the headers (hop-by-hop out, forwarding
 //! headers in), buffers the body so the request can be replayed, then tries a backend chosen by
-//! the balancer. A failed attempt is retried on another backend when `retry.rs` says it is safe
-//! and affordable; a refused or reset connection takes the backend out of rotation at once.
+//! the balancer. A failed attempt is retried when `retry.rs` says it is safe and affordable
+//! (after a pooled connection broke, on new connections only); `health.rs` judges what the
+//! failure says about the backend.
 //! The response streams back untouched apart from header hygiene. This module knows nothing of
 //! configuration files or the admin API: it is handed a backend set and [`ProxyOptions`].
 //!
@@ -30,12 +31,13 @@ use crate::backend_set::BackendSet;
 use crate::balancer::{Algorithm, Balancer};
 use crate::body::{self, ProxyBody, TrackedBody};
 use crate::forwarded::{self, TrustedProxies, X_REQUEST_ID};
+use crate::health;
 use crate::hop_by_hop;
 use crate::metrics::Metrics;
 use crate::retry::{self, Failure, RetryBudget, MAX_RETRIES};
 use crate::sticky;
 use crate::upgrade;
-use crate::upstream::{Lease, Upstream, UpstreamError};
+use crate::upstream::{self, Lease, Upstream, UpstreamError};
 
 /// Everything that shapes how requests are proxied.
 #[derive(Debug, Clone)]
@@ -147,6 +149,9 @@ impl Proxy {
             None
         };
         let mut tried: Vec<Arc<Backend>> = Vec::new();
+        let mut attempts = 0;
+        // After a pooled connection broke, this request goes on new connections only.
+        let mut may_reuse = true;
         loop {
             let backend = match sticky_choice
                 .take()
@@ -156,7 +161,8 @@ impl Proxy {
                 None => return with_id(no_backend(), &prepared.request_id),
             };
             let in_flight = backend.start_request();
-            let (failure, error) = match self.attempt(&prepared, &backend).await {
+            attempts += 1;
+            let (failure, error) = match self.attempt(&prepared, &backend, may_reuse).await {
                 Ok((response, lease, latency)) => {
                     backend.record_response(latency, response.status().is_server_error());
                     if response.status() == StatusCode::SERVICE_UNAVAILABLE
@@ -165,7 +171,7 @@ impl Proxy {
                         // The backend is up but cannot serve right now (a node cut off from
                         // Redis, a draining node): a sibling may well serve an idempotent request.
                         tried.push(Arc::clone(&backend));
-                        if tried.len() <= MAX_RETRIES
+                        if attempts <= MAX_RETRIES
                             && self.balancer.pick(&snapshot, &tried).is_some()
                             && self.spend_retry()
                         {
@@ -192,14 +198,22 @@ impl Proxy {
             let reason = error
                 .as_ref()
                 .map_or_else(|| "response timeout".to_string(), describe);
-            if failure.marks_down(error.as_ref())
-                && backend.mark_down() == Some(Transition::WentDown)
+            if health::judge_failure(&backend, failure, error.as_ref())
+                == Some(Transition::WentDown)
             {
                 log::warn!("backend {} is down: {reason}", backend.id());
             }
-            tried.push(backend);
+            if error
+                .as_ref()
+                .is_some_and(UpstreamError::on_reused_connection)
+            {
+                // Not the backend's fault, maybe: a new connection to it is worth a try.
+                may_reuse = false;
+            } else {
+                tried.push(backend);
+            }
 
-            let retry = tried.len() <= MAX_RETRIES
+            let retry = attempts <= MAX_RETRIES
                 && retry::may_retry(failure, &prepared.method)
                 && (failure == Failure::Connect || self.spend_retry());
             if !retry {
@@ -244,9 +258,8 @@ impl Proxy {
             ));
         }
 
-        let upgrade_protocol = hop_by_hop::is_upgrade_request(request.headers())
-            .then(|| request.headers().get(header::UPGRADE).cloned())
-            .flatten();
+        let upgrade_protocol =
+            upgrade::requested_protocol(request.method(), request.version(), request.headers());
         let client_upgrade = upgrade_protocol
             .is_some()
             .then(|| hyper::upgrade::on(&mut request));
@@ -293,6 +306,7 @@ impl Proxy {
         &self,
         prepared: &Prepared,
         backend: &Backend,
+        may_reuse: bool,
     ) -> Result<(Response<Incoming>, Lease, Duration), (Failure, Option<UpstreamError>, Duration)>
     {
         let mut request = Request::new(Full::new(prepared.body.clone()));
@@ -310,7 +324,7 @@ impl Proxy {
         let started = Instant::now();
         match tokio::time::timeout(
             self.options.response_timeout,
-            self.upstream.send(backend, request),
+            self.upstream.send(backend, request, may_reuse),
         )
         .await
         {
@@ -329,6 +343,12 @@ impl Proxy {
         prepared: Prepared,
     ) -> Response<ProxyBody> {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let reusable = upstream::reusable_after(
+            prepared.client_upgrade.is_some(),
+            response.status(),
+            response.version(),
+            response.headers(),
+        );
         let upgrade_protocol = switching
             .then(|| response.headers().get(header::UPGRADE).cloned())
             .flatten();
@@ -357,8 +377,7 @@ impl Proxy {
         if self.options.sticky {
             sticky::remember(&mut parts.headers, &prepared.headers, in_flight.backend());
         }
-        // After a 101 the connection belongs to the tunnel, never to the pool again.
-        let lease = (!switching).then_some(lease);
+        let lease = reusable.then_some(lease);
         Response::from_parts(parts, TrackedBody::boxed(incoming, in_flight, lease))
     }
 

@@ -5,16 +5,17 @@
 //! connection closed before a response) may already have been acted on, so it is replayed
 //! only for idempotent methods. (A request that could not be written at all on a pooled
 //! connection, because it closed a moment before, goes on to another connection: see
-//! `upstream.rs`.) A backend that answers 503 is up but cannot serve right now (a node cut off
-//! from Redis): an idempotent request goes to a sibling, and when none is left the client gets
-//! the backend's own 503.
+//! `upstream.rs`.) One lost on a pooled connection goes again, when it may, on new connections
+//! only, to the same backend or another: an earlier exchange on that connection may have made
+//! the backend close it, so the loss says nothing against the backend (`health.rs`). A backend
+//! that answers 503 is up but cannot serve right now (a node cut off from Redis): an idempotent
+//! request goes to a sibling, and when none is left the client gets the backend's own 503.
 //!
 //! Then cost: retries of lost requests draw on a budget, a token bucket filled by 20% of the
 //! requests plus a small floor, so a sick cluster sees at most ~1.2x its normal load instead
 //! of 3x (the Finagle/Envoy "retry budget" idea). Connect failures are free: nothing reached
 //! a backend, and passive detection takes the dead one out of rotation at once.
 
-use std::error::Error as StdError;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -53,16 +54,6 @@ impl Failure {
             Failure::Lost
         }
     }
-
-    /// Does this failure show the backend is gone (refused or reset), so it should leave the
-    /// rotation right now?
-    pub fn marks_down(self, error: Option<&UpstreamError>) -> bool {
-        match self {
-            Failure::Connect => true,
-            Failure::Timeout => false,
-            Failure::Lost => error.is_some_and(is_reset),
-        }
-    }
 }
 
 /// True when the request may be sent again after this kind of failure.
@@ -80,29 +71,6 @@ pub fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-/// Did the connection break (reset by peer, or closed before the response was complete)?
-fn is_reset(error: &UpstreamError) -> bool {
-    let mut source: Option<&(dyn StdError + 'static)> = error.source();
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(
-                io.kind(),
-                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-            ) {
-                return true;
-            }
-        }
-        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
-            if hyper_error.is_incomplete_message() {
-                return true;
-            }
-        }
-        source = cause.source();
-    }
-    false
 }
 
 /// Token bucket in thousandths of a retry.
