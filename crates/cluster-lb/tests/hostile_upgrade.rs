@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster_lb::{BackendAddress, Settings};
-use common::{client, Lb};
+use common::{client, raw_status, Lb};
 use test_support::{free_port, workspace_bin, ChildGuard, RedisServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -184,5 +184,34 @@ async fn refused_upgrades_cost_bystanders_nothing() {
         seen_down.is_empty(),
         "a node left the rotation: {:?}",
         &seen_down[..seen_down.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_offering_websocket_is_answered_as_a_plain_request() {
+    let (_redis, _nodes, lb) = cluster(1).await;
+    let body = r#"{"user":"alice"}"#;
+    let request = format!(
+        "POST /login HTTP/1.1\r\nHost: lb\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(lb.addr).await.expect("connect");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    let started = Instant::now();
+    // A hang would last the balancer's 30 s response timeout; an answer takes milliseconds.
+    let response = read_responses(&mut stream, 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        raw_status(&response),
+        200,
+        "answered within {:?}: {response:?}",
+        started.elapsed()
+    );
+    assert!(
+        !response.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{response}"
     );
 }
