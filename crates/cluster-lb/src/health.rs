@@ -30,7 +30,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::backend::{Backend, Transition};
 use crate::backend_set::BackendSet;
-use crate::retry::Failure;
+use crate::retry::Outcome;
 use crate::upstream::UpstreamError;
 
 /// Connections opened for a request and lost before the response, in a row, that take a backend
@@ -40,18 +40,18 @@ pub const FRESH_LOSSES_TO_MARK_DOWN: u32 = 3;
 /// Passive detection: records what one failed attempt says about `backend`'s health.
 pub fn judge_failure(
     backend: &Backend,
-    failure: Failure,
+    outcome: Outcome,
     error: Option<&UpstreamError>,
 ) -> Option<Transition> {
-    let lost_on_fresh_connection =
-        error.is_some_and(|error| !error.on_reused_connection() && is_reset(error));
-    match failure {
-        Failure::Connect => backend.mark_down(),
-        Failure::Lost if lost_on_fresh_connection => (backend.record_fresh_loss()
-            >= FRESH_LOSSES_TO_MARK_DOWN)
-            .then(|| backend.mark_down())
-            .flatten(),
-        Failure::Lost | Failure::Timeout => None,
+    match outcome {
+        Outcome::ConnectFailed => backend.mark_down(),
+        Outcome::Lost { reused: false } if error.is_some_and(is_reset) => {
+            let in_a_row = backend.record_fresh_loss();
+            (in_a_row >= FRESH_LOSSES_TO_MARK_DOWN)
+                .then(|| backend.mark_down())
+                .flatten()
+        }
+        Outcome::Lost { .. } | Outcome::TimedOut | Outcome::Unavailable => None,
     }
 }
 
@@ -108,7 +108,7 @@ pub struct HealthChecker {
     backends: Arc<BackendSet>,
 }
 
-enum Outcome {
+enum CheckResult {
     Healthy,
     Unhealthy(String),
     CannotConnect,
@@ -143,17 +143,17 @@ impl HealthChecker {
                 return;
             };
             let transition = match self.check(&current).await {
-                Outcome::Healthy => {
+                CheckResult::Healthy => {
                     current.record_check(true, self.options.fall, self.options.rise)
                 }
-                Outcome::CannotConnect => {
+                CheckResult::CannotConnect => {
                     log::debug!(
                         "backend {}: cannot connect for the health check",
                         current.id()
                     );
                     current.mark_down()
                 }
-                Outcome::Unhealthy(reason) => {
+                CheckResult::Unhealthy(reason) => {
                     log::debug!("backend {}: health check failed: {reason}", current.id());
                     current.record_check(false, self.options.fall, self.options.rise)
                 }
@@ -178,7 +178,7 @@ impl HealthChecker {
         }
     }
 
-    async fn check(&self, backend: &Backend) -> Outcome {
+    async fn check(&self, backend: &Backend) -> CheckResult {
         let uri = Uri::builder()
             .scheme("http")
             .authority(backend.address().authority().clone())
@@ -186,15 +186,15 @@ impl HealthChecker {
             .build();
         let request = match uri.map(|uri| Request::get(uri).body(Empty::new())) {
             Ok(Ok(request)) => request,
-            Ok(Err(e)) => return Outcome::Unhealthy(e.to_string()),
-            Err(e) => return Outcome::Unhealthy(e.to_string()),
+            Ok(Err(e)) => return CheckResult::Unhealthy(e.to_string()),
+            Err(e) => return CheckResult::Unhealthy(e.to_string()),
         };
         match tokio::time::timeout(self.options.interval, self.client.request(request)).await {
-            Ok(Ok(response)) if response.status().is_success() => Outcome::Healthy,
-            Ok(Ok(response)) => Outcome::Unhealthy(format!("status {}", response.status())),
-            Ok(Err(e)) if e.is_connect() => Outcome::CannotConnect,
-            Ok(Err(e)) => Outcome::Unhealthy(e.to_string()),
-            Err(_) => Outcome::Unhealthy("timed out".to_string()),
+            Ok(Ok(response)) if response.status().is_success() => CheckResult::Healthy,
+            Ok(Ok(response)) => CheckResult::Unhealthy(format!("status {}", response.status())),
+            Ok(Err(e)) if e.is_connect() => CheckResult::CannotConnect,
+            Ok(Err(e)) => CheckResult::Unhealthy(e.to_string()),
+            Err(_) => CheckResult::Unhealthy("timed out".to_string()),
         }
     }
 }

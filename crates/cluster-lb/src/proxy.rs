@@ -34,7 +34,7 @@ use crate::forwarded::{self, TrustedProxies, X_REQUEST_ID};
 use crate::health;
 use crate::hop_by_hop;
 use crate::metrics::Metrics;
-use crate::retry::{self, Failure, RetryBudget, MAX_RETRIES};
+use crate::retry::{self, Decision, Outcome, RetryBudget};
 use crate::sticky;
 use crate::upgrade;
 use crate::upstream::{self, Lease, Upstream, UpstreamError};
@@ -162,75 +162,75 @@ impl Proxy {
             };
             let in_flight = backend.start_request();
             attempts += 1;
-            let (failure, error) = match self.attempt(&prepared, &backend, may_reuse).await {
-                Ok((response, lease, latency)) => {
-                    backend.record_response(latency, response.status().is_server_error());
-                    if response.status() == StatusCode::SERVICE_UNAVAILABLE
-                        && retry::is_idempotent(&prepared.method)
-                    {
-                        // The backend is up but cannot serve right now (a node cut off from
-                        // Redis, a draining node): a sibling may well serve an idempotent request.
-                        tried.push(Arc::clone(&backend));
-                        if attempts <= MAX_RETRIES
-                            && self.balancer.pick(&snapshot, &tried).is_some()
-                            && self.spend_retry()
-                        {
-                            self.metrics
-                                .upstream_errors
-                                .with_label_values(&["unavailable"])
-                                .inc();
-                            self.metrics.retries.inc();
-                            continue;
+            // A 503 is kept, to be passed on if it is not retried.
+            let (outcome, unavailable, error) =
+                match self.attempt(&prepared, &backend, may_reuse).await {
+                    Ok((response, lease, latency)) => {
+                        backend.record_response(latency, response.status().is_server_error());
+                        if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+                            return self.respond(response, in_flight, lease, prepared);
                         }
+                        (
+                            Outcome::Unavailable,
+                            Some((response, lease, in_flight)),
+                            None,
+                        )
                     }
-                    return self.respond(response, in_flight, lease, prepared);
-                }
-                Err((failure, error, latency)) => {
-                    backend.record_failure(latency);
-                    (failure, error)
-                }
-            };
-            drop(in_flight);
-            self.metrics
-                .upstream_errors
-                .with_label_values(&[failure.as_str()])
-                .inc();
-            let reason = error
-                .as_ref()
-                .map_or_else(|| "response timeout".to_string(), describe);
-            if health::judge_failure(&backend, failure, error.as_ref())
-                == Some(Transition::WentDown)
-            {
-                log::warn!("backend {} is down: {reason}", backend.id());
-            }
-            if error
-                .as_ref()
-                .is_some_and(UpstreamError::on_reused_connection)
-            {
-                // Not the backend's fault, maybe: a new connection to it is worth a try.
+                    Err((outcome, error, latency)) => {
+                        backend.record_failure(latency);
+                        drop(in_flight);
+                        self.note_failure(&backend, outcome, error.as_ref());
+                        (outcome, None, error)
+                    }
+                };
+            if outcome == (Outcome::Lost { reused: true }) {
+                // Maybe not the backend's doing: a new connection to it is worth a try.
                 may_reuse = false;
             } else {
                 tried.push(backend);
             }
 
-            let retry = attempts <= MAX_RETRIES
-                && retry::may_retry(failure, &prepared.method)
-                && (failure == Failure::Connect || self.spend_retry());
-            if !retry {
-                log::info!(
-                    "{} {} failed: {reason}",
-                    prepared.method,
-                    prepared.path_and_query
-                );
-                let response = match failure {
-                    Failure::Timeout => {
-                        body::error(StatusCode::GATEWAY_TIMEOUT, "backend timed out")
-                    }
-                    _ => body::error(StatusCode::BAD_GATEWAY, "backend connection failed"),
-                };
-                return with_id(response, &prepared.request_id);
+            let attempt = retry::Attempt {
+                outcome,
+                method: &prepared.method,
+                attempts,
+                alternative: untried_left(&snapshot, &tried),
+            };
+            if retry::decide(&attempt, || self.spend_retry()) == Decision::Retry {
+                if outcome == Outcome::Unavailable {
+                    self.metrics
+                        .upstream_errors
+                        .with_label_values(&[outcome.as_str()])
+                        .inc();
+                }
+                self.metrics.retries.inc();
+                continue;
             }
-            self.metrics.retries.inc();
+            if let Some((response, lease, in_flight)) = unavailable {
+                return self.respond(response, in_flight, lease, prepared);
+            }
+            log::info!(
+                "{} {} failed: {}",
+                prepared.method,
+                prepared.path_and_query,
+                reason(error.as_ref())
+            );
+            let response = match outcome {
+                Outcome::TimedOut => body::error(StatusCode::GATEWAY_TIMEOUT, "backend timed out"),
+                _ => body::error(StatusCode::BAD_GATEWAY, "backend connection failed"),
+            };
+            return with_id(response, &prepared.request_id);
+        }
+    }
+
+    /// Counts a failed attempt and lets passive health detection judge it.
+    fn note_failure(&self, backend: &Backend, outcome: Outcome, error: Option<&UpstreamError>) {
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        if health::judge_failure(backend, outcome, error) == Some(Transition::WentDown) {
+            log::warn!("backend {} is down: {}", backend.id(), reason(error));
         }
     }
 
@@ -307,7 +307,7 @@ impl Proxy {
         prepared: &Prepared,
         backend: &Backend,
         may_reuse: bool,
-    ) -> Result<(Response<Incoming>, Lease, Duration), (Failure, Option<UpstreamError>, Duration)>
+    ) -> Result<(Response<Incoming>, Lease, Duration), (Outcome, Option<UpstreamError>, Duration)>
     {
         let mut request = Request::new(Full::new(prepared.body.clone()));
         *request.method_mut() = prepared.method.clone();
@@ -329,8 +329,8 @@ impl Proxy {
         .await
         {
             Ok(Ok((response, lease))) => Ok((response, lease, started.elapsed())),
-            Ok(Err(e)) => Err((Failure::of(&e), Some(e), started.elapsed())),
-            Err(_) => Err((Failure::Timeout, None, started.elapsed())),
+            Ok(Err(e)) => Err((Outcome::of(&e), Some(e), started.elapsed())),
+            Err(_) => Err((Outcome::TimedOut, None, started.elapsed())),
         }
     }
 
@@ -403,6 +403,14 @@ fn head_size(request: &Request<Incoming>) -> usize {
         .sum::<usize>()
 }
 
+/// Is there an eligible backend this request has not tried? (Asking the balancer would move
+/// round-robin's turn.)
+fn untried_left(backends: &[Arc<Backend>], tried: &[Arc<Backend>]) -> bool {
+    backends
+        .iter()
+        .any(|b| b.is_eligible() && !tried.iter().any(|t| Arc::ptr_eq(t, b)))
+}
+
 fn no_backend() -> Response<ProxyBody> {
     let mut response = body::error(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend");
     response
@@ -416,6 +424,11 @@ fn with_id(mut response: Response<ProxyBody>, request_id: &HeaderValue) -> Respo
         .headers_mut()
         .insert(&X_REQUEST_ID, request_id.clone());
     response
+}
+
+/// Why an attempt failed, on one line: no error is a response timeout.
+fn reason(error: Option<&UpstreamError>) -> String {
+    error.map_or_else(|| "response timeout".to_string(), describe)
 }
 
 /// The error and its causes on one line (hyper's top-level messages alone are vague).
