@@ -185,6 +185,29 @@ async fn refused_upgrades_cost_bystanders_nothing() {
         "a node left the rotation: {:?}",
         &seen_down[..seen_down.len().min(5)]
     );
+    // Not even a failed attempt retried out of sight: no connection the nodes closed was reused.
+    let failed_attempts = upstream_errors(&lb).await;
+    assert!(
+        failed_attempts.is_empty(),
+        "failed attempts: {failed_attempts:?}"
+    );
+}
+
+/// The balancer's non-zero `lb_upstream_errors_total` lines.
+async fn upstream_errors(lb: &Lb) -> Vec<String> {
+    let metrics = client()
+        .get(lb.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("lb_upstream_errors_total{") && !line.ends_with(" 0"))
+        .map(str::to_string)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
