@@ -177,9 +177,8 @@ impl Proxy {
                         )
                     }
                     Err((outcome, error, latency)) => {
-                        backend.record_failure(latency);
                         drop(in_flight);
-                        self.note_failure(&backend, outcome, error.as_ref());
+                        self.note_failure(&backend, outcome, error.as_ref(), latency);
                         (outcome, None, error)
                     }
                 };
@@ -223,12 +222,23 @@ impl Proxy {
         }
     }
 
-    /// Counts a failed attempt and lets passive health detection judge it.
-    fn note_failure(&self, backend: &Backend, outcome: Outcome, error: Option<&UpstreamError>) {
+    /// Counts a failed attempt and lets passive health detection judge it. A loss on a pooled
+    /// connection is no evidence against the backend (`health.rs`), so it charges no latency
+    /// penalty either: under power-of-two-choices a penalty starves a backend for seconds.
+    fn note_failure(
+        &self,
+        backend: &Backend,
+        outcome: Outcome,
+        error: Option<&UpstreamError>,
+        latency: Duration,
+    ) {
         self.metrics
             .upstream_errors
             .with_label_values(&[outcome.as_str()])
             .inc();
+        if outcome != (Outcome::Lost { reused: true }) {
+            backend.record_failure(latency);
+        }
         if health::judge_failure(backend, outcome, error) == Some(Transition::WentDown) {
             log::warn!("backend {} is down: {}", backend.id(), reason(error));
         }

@@ -110,7 +110,10 @@ async fn a_pooled_connection_the_backend_closed_is_no_evidence_against_it() {
         backend.dropped() > 0,
         "the balancer did reuse connections the backend then closed"
     );
-    assert_eq!(lb.state_of(&backend.address).await, "up");
+    let seen = lb.backend(&backend.address).await;
+    assert_eq!(seen["state"], "up");
+    // Nor a latency penalty, which would starve it under power-of-two-choices for seconds.
+    assert_eq!(seen["failures"], 0, "{seen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
