@@ -6,7 +6,7 @@
 //! admin JSON and `/metrics` can never disagree.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,6 +104,8 @@ pub struct Backend {
     sticky_token: String,
     up: AtomicBool,
     streak: Mutex<Streak>,
+    /// Connections opened for a request and lost before its response, since the last response.
+    fresh_losses_in_a_row: AtomicU32,
     draining: AtomicBool,
     latency: PeakEwma,
     in_flight: IntGauge,
@@ -123,6 +125,7 @@ impl Backend {
             generation: AtomicU64::new(0),
             up: AtomicBool::new(true),
             streak: Mutex::new(Streak::default()),
+            fresh_losses_in_a_row: AtomicU32::new(0),
             draining: AtomicBool::new(false),
             latency: PeakEwma::new(),
             in_flight: metrics.backend_in_flight.with_label_values(&label),
@@ -217,6 +220,9 @@ impl Backend {
 
     /// A response head arrived after `latency`.
     pub fn record_response(&self, latency: Duration, server_error: bool) {
+        if self.fresh_losses_in_a_row.load(Ordering::Relaxed) != 0 {
+            self.fresh_losses_in_a_row.store(0, Ordering::Relaxed);
+        }
         if server_error {
             self.record_failure(latency);
         } else {
@@ -230,12 +236,19 @@ impl Backend {
         self.latency.observe(latency.max(FAILURE_PENALTY));
     }
 
-    /// Passive detection: a refused or reset connection takes the backend out at once; only the
+    /// Passive detection (the rule is in `health.rs`): takes the backend out at once; only the
     /// active checker can bring it back (after `rise` good checks).
     pub fn mark_down(&self) -> Option<Transition> {
         let mut streak = self.streak.lock().unwrap_or_else(|p| p.into_inner());
         *streak = Streak::default();
+        self.fresh_losses_in_a_row.store(0, Ordering::Relaxed);
         self.set_up(false)
+    }
+
+    /// A connection opened for a request broke before the response; returns how many in a row
+    /// (since the backend last answered anything).
+    pub fn record_fresh_loss(&self) -> u32 {
+        self.fresh_losses_in_a_row.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Active check result, through the fall/rise state machine.

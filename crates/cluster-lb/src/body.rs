@@ -28,7 +28,7 @@ pub struct TrackedBody {
 }
 
 impl TrackedBody {
-    /// `lease` is `None` for a connection that will not carry HTTP again (upgraded).
+    /// `lease` is `None` for a connection that will not carry HTTP again (upgraded or closing).
     pub fn boxed(inner: Incoming, in_flight: InFlight, lease: Option<Lease>) -> ProxyBody {
         TrackedBody {
             inner,

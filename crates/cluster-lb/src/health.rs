@@ -1,12 +1,23 @@
 //! Active health checks: each backend's health path is fetched on a fixed interval and the
 //! results drive the fall/rise state machine in `backend.rs`.
 //!
-//! Passive detection (the proxy seeing a refused or reset connection) takes a backend down
-//! at once but can never bring it back: only these checks do, after `rise` good answers. A
-//! refused connection here also counts as proof of death and marks the backend down at once.
-//! While a backend is in transition the checks run twice as often (HAProxy's `fastinter`), so
-//! ejection and re-admission both stay well under a second with the defaults.
+//! Passive detection (the proxy's failed attempts, [`judge_failure`]) can take a backend down
+//! but can never bring it back: only these checks do, after `rise` good answers. A refused
+//! connection here also counts as proof of death and marks the backend down at once. While a
+//! backend is in transition the checks run twice as often (HAProxy's `fastinter`), so ejection
+//! and re-admission both stay well under a second with the defaults.
+//!
+//! Passive evidence must be something no client can manufacture, or one client could take
+//! every backend out of rotation for everyone. So only these count:
+//! * a connection that cannot be opened (refused, reset, timed out): down at once;
+//! * a connection opened for the request that broke before its response, when that happens
+//!   [`FRESH_LOSSES_TO_MARK_DOWN`] times in a row with no response in between.
+//!
+//! A pooled connection that broke proves nothing: what an earlier request on it did (an odd
+//! header, an upgrade refused) may have made the backend close it. Nor does a timeout: slow is
+//! not dead, and the active checks judge slowness.
 
+use std::error::Error as StdError;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -19,6 +30,53 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::backend::{Backend, Transition};
 use crate::backend_set::BackendSet;
+use crate::retry::Outcome;
+use crate::upstream::UpstreamError;
+
+/// Connections opened for a request and lost before the response, in a row, that take a backend
+/// out: one can be a request the backend chose to drop, three with no answer between are not.
+pub const FRESH_LOSSES_TO_MARK_DOWN: u32 = 3;
+
+/// Passive detection: records what one failed attempt says about `backend`'s health.
+pub fn judge_failure(
+    backend: &Backend,
+    outcome: Outcome,
+    error: Option<&UpstreamError>,
+) -> Option<Transition> {
+    match outcome {
+        Outcome::ConnectFailed => backend.mark_down(),
+        Outcome::Lost { reused: false } if error.is_some_and(is_reset) => {
+            let in_a_row = backend.record_fresh_loss();
+            (in_a_row >= FRESH_LOSSES_TO_MARK_DOWN)
+                .then(|| backend.mark_down())
+                .flatten()
+        }
+        Outcome::Lost { .. } | Outcome::TimedOut | Outcome::Unavailable => None,
+    }
+}
+
+/// Did the connection break (reset by peer, or closed before the response was complete)?
+fn is_reset(error: &UpstreamError) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = error.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            if hyper_error.is_incomplete_message() {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
+}
 
 #[derive(Debug, Clone)]
 pub struct HealthOptions {
@@ -50,7 +108,7 @@ pub struct HealthChecker {
     backends: Arc<BackendSet>,
 }
 
-enum Outcome {
+enum CheckResult {
     Healthy,
     Unhealthy(String),
     CannotConnect,
@@ -85,17 +143,17 @@ impl HealthChecker {
                 return;
             };
             let transition = match self.check(&current).await {
-                Outcome::Healthy => {
+                CheckResult::Healthy => {
                     current.record_check(true, self.options.fall, self.options.rise)
                 }
-                Outcome::CannotConnect => {
+                CheckResult::CannotConnect => {
                     log::debug!(
                         "backend {}: cannot connect for the health check",
                         current.id()
                     );
                     current.mark_down()
                 }
-                Outcome::Unhealthy(reason) => {
+                CheckResult::Unhealthy(reason) => {
                     log::debug!("backend {}: health check failed: {reason}", current.id());
                     current.record_check(false, self.options.fall, self.options.rise)
                 }
@@ -120,7 +178,7 @@ impl HealthChecker {
         }
     }
 
-    async fn check(&self, backend: &Backend) -> Outcome {
+    async fn check(&self, backend: &Backend) -> CheckResult {
         let uri = Uri::builder()
             .scheme("http")
             .authority(backend.address().authority().clone())
@@ -128,15 +186,15 @@ impl HealthChecker {
             .build();
         let request = match uri.map(|uri| Request::get(uri).body(Empty::new())) {
             Ok(Ok(request)) => request,
-            Ok(Err(e)) => return Outcome::Unhealthy(e.to_string()),
-            Err(e) => return Outcome::Unhealthy(e.to_string()),
+            Ok(Err(e)) => return CheckResult::Unhealthy(e.to_string()),
+            Err(e) => return CheckResult::Unhealthy(e.to_string()),
         };
         match tokio::time::timeout(self.options.interval, self.client.request(request)).await {
-            Ok(Ok(response)) if response.status().is_success() => Outcome::Healthy,
-            Ok(Ok(response)) => Outcome::Unhealthy(format!("status {}", response.status())),
-            Ok(Err(e)) if e.is_connect() => Outcome::CannotConnect,
-            Ok(Err(e)) => Outcome::Unhealthy(e.to_string()),
-            Err(_) => Outcome::Unhealthy("timed out".to_string()),
+            Ok(Ok(response)) if response.status().is_success() => CheckResult::Healthy,
+            Ok(Ok(response)) => CheckResult::Unhealthy(format!("status {}", response.status())),
+            Ok(Err(e)) if e.is_connect() => CheckResult::CannotConnect,
+            Ok(Err(e)) => CheckResult::Unhealthy(e.to_string()),
+            Err(_) => CheckResult::Unhealthy("timed out".to_string()),
         }
     }
 }

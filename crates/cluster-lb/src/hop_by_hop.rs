@@ -45,7 +45,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     ALWAYS.contains(name) || name == "keep-alive" || name == "proxy-connection"
 }
 
-/// Is this request asking to switch protocols (`Connection: upgrade` plus `Upgrade: ...`)?
 /// [`strip`], then, for an upgrade (`protocol` is the `Upgrade` value it carried), puts back
 /// the two headers that must cross the proxy for the switch to happen.
 pub fn strip_keeping_upgrade(headers: &mut HeaderMap, protocol: Option<HeaderValue>) {
@@ -56,6 +55,8 @@ pub fn strip_keeping_upgrade(headers: &mut HeaderMap, protocol: Option<HeaderVal
     }
 }
 
+/// Is this request asking to switch protocols (`Connection: upgrade` plus `Upgrade: ...`)?
+/// Whether the proxy lets it is `upgrade::requested_protocol`'s call.
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers

@@ -2,8 +2,9 @@
 //!
 //! For each request it checks the limits, rewrites the headers (hop-by-hop out, forwarding
 //! headers in), buffers the body so the request can be replayed, then tries a backend chosen by
-//! the balancer. A failed attempt is retried on another backend when `retry.rs` says it is safe
-//! and affordable; a refused or reset connection takes the backend out of rotation at once.
+//! the balancer. A failed attempt is retried when `retry.rs` says it is safe and affordable
+//! (after a pooled connection broke, on new connections only); `health.rs` judges what the
+//! failure says about the backend.
 //! The response streams back untouched apart from header hygiene. This module knows nothing of
 //! configuration files or the admin API: it is handed a backend set and [`ProxyOptions`].
 //!
@@ -30,12 +31,13 @@ use crate::backend_set::BackendSet;
 use crate::balancer::{Algorithm, Balancer};
 use crate::body::{self, ProxyBody, TrackedBody};
 use crate::forwarded::{self, TrustedProxies, X_REQUEST_ID};
+use crate::health;
 use crate::hop_by_hop;
 use crate::metrics::Metrics;
-use crate::retry::{self, Failure, RetryBudget, MAX_RETRIES};
+use crate::retry::{self, Decision, Outcome, RetryBudget};
 use crate::sticky;
 use crate::upgrade;
-use crate::upstream::{Lease, Upstream, UpstreamError};
+use crate::upstream::{self, Lease, Upstream, UpstreamError};
 
 /// Everything that shapes how requests are proxied.
 #[derive(Debug, Clone)]
@@ -147,6 +149,9 @@ impl Proxy {
             None
         };
         let mut tried: Vec<Arc<Backend>> = Vec::new();
+        let mut attempts = 0;
+        // After a pooled connection broke, this request goes on new connections only.
+        let mut may_reuse = true;
         loop {
             let backend = match sticky_choice
                 .take()
@@ -156,67 +161,86 @@ impl Proxy {
                 None => return with_id(no_backend(), &prepared.request_id),
             };
             let in_flight = backend.start_request();
-            let (failure, error) = match self.attempt(&prepared, &backend).await {
-                Ok((response, lease, latency)) => {
-                    backend.record_response(latency, response.status().is_server_error());
-                    if response.status() == StatusCode::SERVICE_UNAVAILABLE
-                        && retry::is_idempotent(&prepared.method)
-                    {
-                        // The backend is up but cannot serve right now (a node cut off from
-                        // Redis, a draining node): a sibling may well serve an idempotent request.
-                        tried.push(Arc::clone(&backend));
-                        if tried.len() <= MAX_RETRIES
-                            && self.balancer.pick(&snapshot, &tried).is_some()
-                            && self.spend_retry()
-                        {
-                            self.metrics
-                                .upstream_errors
-                                .with_label_values(&["unavailable"])
-                                .inc();
-                            self.metrics.retries.inc();
-                            continue;
+            attempts += 1;
+            // A 503 is kept, to be passed on if it is not retried.
+            let (outcome, unavailable, error) =
+                match self.attempt(&prepared, &backend, may_reuse).await {
+                    Ok((response, lease, latency)) => {
+                        backend.record_response(latency, response.status().is_server_error());
+                        if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+                            return self.respond(response, in_flight, lease, prepared);
                         }
+                        (
+                            Outcome::Unavailable,
+                            Some((response, lease, in_flight)),
+                            None,
+                        )
                     }
-                    return self.respond(response, in_flight, lease, prepared);
-                }
-                Err((failure, error, latency)) => {
-                    backend.record_failure(latency);
-                    (failure, error)
-                }
-            };
-            drop(in_flight);
-            self.metrics
-                .upstream_errors
-                .with_label_values(&[failure.as_str()])
-                .inc();
-            let reason = error
-                .as_ref()
-                .map_or_else(|| "response timeout".to_string(), describe);
-            if failure.marks_down(error.as_ref())
-                && backend.mark_down() == Some(Transition::WentDown)
-            {
-                log::warn!("backend {} is down: {reason}", backend.id());
-            }
-            tried.push(backend);
-
-            let retry = tried.len() <= MAX_RETRIES
-                && retry::may_retry(failure, &prepared.method)
-                && (failure == Failure::Connect || self.spend_retry());
-            if !retry {
-                log::info!(
-                    "{} {} failed: {reason}",
-                    prepared.method,
-                    prepared.path_and_query
-                );
-                let response = match failure {
-                    Failure::Timeout => {
-                        body::error(StatusCode::GATEWAY_TIMEOUT, "backend timed out")
+                    Err((outcome, error, latency)) => {
+                        drop(in_flight);
+                        self.note_failure(&backend, outcome, error.as_ref(), latency);
+                        (outcome, None, error)
                     }
-                    _ => body::error(StatusCode::BAD_GATEWAY, "backend connection failed"),
                 };
-                return with_id(response, &prepared.request_id);
+            if outcome == (Outcome::Lost { reused: true }) {
+                // Maybe not the backend's doing: a new connection to it is worth a try.
+                may_reuse = false;
+            } else {
+                tried.push(backend);
             }
-            self.metrics.retries.inc();
+
+            let attempt = retry::Attempt {
+                outcome,
+                method: &prepared.method,
+                attempts,
+                alternative: untried_left(&snapshot, &tried),
+            };
+            if retry::decide(&attempt, || self.spend_retry()) == Decision::Retry {
+                if outcome == Outcome::Unavailable {
+                    self.metrics
+                        .upstream_errors
+                        .with_label_values(&[outcome.as_str()])
+                        .inc();
+                }
+                self.metrics.retries.inc();
+                continue;
+            }
+            if let Some((response, lease, in_flight)) = unavailable {
+                return self.respond(response, in_flight, lease, prepared);
+            }
+            log::info!(
+                "{} {} failed: {}",
+                prepared.method,
+                prepared.path_and_query,
+                reason(error.as_ref())
+            );
+            let response = match outcome {
+                Outcome::TimedOut => body::error(StatusCode::GATEWAY_TIMEOUT, "backend timed out"),
+                _ => body::error(StatusCode::BAD_GATEWAY, "backend connection failed"),
+            };
+            return with_id(response, &prepared.request_id);
+        }
+    }
+
+    /// Counts a failed attempt and lets passive health detection judge it. A loss on a pooled
+    /// connection is no evidence against the backend (`health.rs`), so it charges no latency
+    /// penalty either: under power-of-two-choices a penalty starves a backend for seconds.
+    fn note_failure(
+        &self,
+        backend: &Backend,
+        outcome: Outcome,
+        error: Option<&UpstreamError>,
+        latency: Duration,
+    ) {
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        if outcome != (Outcome::Lost { reused: true }) {
+            backend.record_failure(latency);
+        }
+        if health::judge_failure(backend, outcome, error) == Some(Transition::WentDown) {
+            log::warn!("backend {} is down: {}", backend.id(), reason(error));
         }
     }
 
@@ -244,9 +268,8 @@ impl Proxy {
             ));
         }
 
-        let upgrade_protocol = hop_by_hop::is_upgrade_request(request.headers())
-            .then(|| request.headers().get(header::UPGRADE).cloned())
-            .flatten();
+        let upgrade_protocol =
+            upgrade::requested_protocol(request.method(), request.version(), request.headers());
         let client_upgrade = upgrade_protocol
             .is_some()
             .then(|| hyper::upgrade::on(&mut request));
@@ -293,7 +316,8 @@ impl Proxy {
         &self,
         prepared: &Prepared,
         backend: &Backend,
-    ) -> Result<(Response<Incoming>, Lease, Duration), (Failure, Option<UpstreamError>, Duration)>
+        may_reuse: bool,
+    ) -> Result<(Response<Incoming>, Lease, Duration), (Outcome, Option<UpstreamError>, Duration)>
     {
         let mut request = Request::new(Full::new(prepared.body.clone()));
         *request.method_mut() = prepared.method.clone();
@@ -310,13 +334,13 @@ impl Proxy {
         let started = Instant::now();
         match tokio::time::timeout(
             self.options.response_timeout,
-            self.upstream.send(backend, request),
+            self.upstream.send(backend, request, may_reuse),
         )
         .await
         {
             Ok(Ok((response, lease))) => Ok((response, lease, started.elapsed())),
-            Ok(Err(e)) => Err((Failure::of(&e), Some(e), started.elapsed())),
-            Err(_) => Err((Failure::Timeout, None, started.elapsed())),
+            Ok(Err(e)) => Err((Outcome::of(&e), Some(e), started.elapsed())),
+            Err(_) => Err((Outcome::TimedOut, None, started.elapsed())),
         }
     }
 
@@ -329,6 +353,12 @@ impl Proxy {
         prepared: Prepared,
     ) -> Response<ProxyBody> {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let reusable = upstream::reusable_after(
+            prepared.client_upgrade.is_some(),
+            response.status(),
+            response.version(),
+            response.headers(),
+        );
         let upgrade_protocol = switching
             .then(|| response.headers().get(header::UPGRADE).cloned())
             .flatten();
@@ -357,8 +387,7 @@ impl Proxy {
         if self.options.sticky {
             sticky::remember(&mut parts.headers, &prepared.headers, in_flight.backend());
         }
-        // After a 101 the connection belongs to the tunnel, never to the pool again.
-        let lease = (!switching).then_some(lease);
+        let lease = reusable.then_some(lease);
         Response::from_parts(parts, TrackedBody::boxed(incoming, in_flight, lease))
     }
 
@@ -384,6 +413,14 @@ fn head_size(request: &Request<Incoming>) -> usize {
         .sum::<usize>()
 }
 
+/// Is there an eligible backend this request has not tried? (Asking the balancer would move
+/// round-robin's turn.)
+fn untried_left(backends: &[Arc<Backend>], tried: &[Arc<Backend>]) -> bool {
+    backends
+        .iter()
+        .any(|b| b.is_eligible() && !tried.iter().any(|t| Arc::ptr_eq(t, b)))
+}
+
 fn no_backend() -> Response<ProxyBody> {
     let mut response = body::error(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend");
     response
@@ -397,6 +434,11 @@ fn with_id(mut response: Response<ProxyBody>, request_id: &HeaderValue) -> Respo
         .headers_mut()
         .insert(&X_REQUEST_ID, request_id.clone());
     response
+}
+
+/// Why an attempt failed, on one line: no error is a response timeout.
+fn reason(error: Option<&UpstreamError>) -> String {
+    error.map_or_else(|| "response timeout".to_string(), describe)
 }
 
 /// The error and its causes on one line (hyper's top-level messages alone are vague).

@@ -5,16 +5,21 @@
 //! connection closed before a response) may already have been acted on, so it is replayed
 //! only for idempotent methods. (A request that could not be written at all on a pooled
 //! connection, because it closed a moment before, goes on to another connection: see
-//! `upstream.rs`.) A backend that answers 503 is up but cannot serve right now (a node cut off
-//! from Redis): an idempotent request goes to a sibling, and when none is left the client gets
-//! the backend's own 503.
+//! `upstream.rs`.) One lost on a pooled connection goes again, when it may, on new connections
+//! only, to the same backend or another: an earlier exchange on that connection may have made
+//! the backend close it, so the loss says nothing against the backend (`health.rs`). A backend
+//! that answers 503 is up but cannot serve right now (a node cut off from Redis): an idempotent
+//! request goes to a sibling, and when none is left the client gets the backend's own 503.
 //!
-//! Then cost: retries of lost requests draw on a budget, a token bucket filled by 20% of the
-//! requests plus a small floor, so a sick cluster sees at most ~1.2x its normal load instead
-//! of 3x (the Finagle/Envoy "retry budget" idea). Connect failures are free: nothing reached
-//! a backend, and passive detection takes the dead one out of rotation at once.
+//! [`decide`] is that policy, in one function the proxy calls once per attempt that did not end
+//! in a response to pass on (the shape of linkerd2-proxy's retry policy): the attempt's outcome,
+//! the method, the attempts so far and whether a backend is left in, Retry or Respond out.
+//!
+//! Then cost: retries of lost requests and of 503s draw on a budget, a token bucket filled by
+//! 20% of the requests plus a small floor, so a sick cluster sees at most ~1.2x its normal load
+//! instead of 3x (the Finagle/Envoy "retry budget" idea). Connect failures are free: nothing
+//! reached a backend, and passive detection takes the dead one out of rotation at once.
 
-use std::error::Error as StdError;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -25,53 +30,81 @@ use crate::upstream::UpstreamError;
 /// At most this many extra attempts per request.
 pub const MAX_RETRIES: usize = 2;
 
-/// What went wrong with one attempt.
+/// How one attempt ended, when it did not end in a response to pass on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub enum Outcome {
     /// No connection to the backend: the request was not sent.
-    Connect,
+    ConnectFailed,
     /// The connection broke after the request was (maybe) sent: reset, closed early.
-    Lost,
+    /// `reused`: on a connection from the pool rather than one opened for this request.
+    Lost { reused: bool },
     /// The backend took longer than the response timeout.
-    Timeout,
+    TimedOut,
+    /// The backend answered 503: up, but cannot serve right now.
+    Unavailable,
 }
 
-impl Failure {
+impl Outcome {
+    /// Classifies an error from the upstream connection.
+    pub fn of(error: &UpstreamError) -> Outcome {
+        if error.is_connect() {
+            Outcome::ConnectFailed
+        } else {
+            Outcome::Lost {
+                reused: error.on_reused_connection(),
+            }
+        }
+    }
+
+    /// The `kind` label of `lb_upstream_errors_total`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Failure::Connect => "connect",
-            Failure::Lost => "lost",
-            Failure::Timeout => "timeout",
-        }
-    }
-
-    /// Classifies an error from the upstream connection.
-    pub fn of(error: &UpstreamError) -> Failure {
-        if error.is_connect() {
-            Failure::Connect
-        } else {
-            Failure::Lost
-        }
-    }
-
-    /// Does this failure show the backend is gone (refused or reset), so it should leave the
-    /// rotation right now?
-    pub fn marks_down(self, error: Option<&UpstreamError>) -> bool {
-        match self {
-            Failure::Connect => true,
-            Failure::Timeout => false,
-            Failure::Lost => error.is_some_and(is_reset),
+            Outcome::ConnectFailed => "connect",
+            Outcome::Lost { .. } => "lost",
+            Outcome::TimedOut => "timeout",
+            Outcome::Unavailable => "unavailable",
         }
     }
 }
 
-/// True when the request may be sent again after this kind of failure.
-pub fn may_retry(failure: Failure, method: &Method) -> bool {
-    match failure {
-        Failure::Connect => true,
-        Failure::Lost => is_idempotent(method),
+/// What the policy needs to know about an attempt that did not end in a response to pass on.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub outcome: Outcome,
+    pub method: &'a Method,
+    /// Attempts made for this request so far, this one included.
+    pub attempts: usize,
+    /// Is there a backend the request could go to next (after a pooled connection broke, the
+    /// same backend counts: it gets a new connection)?
+    pub alternative: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Send the request again, to the balancer's next choice.
+    Retry,
+    /// Give the client this attempt's result: the backend's 503, or the balancer's 502/504.
+    Respond,
+}
+
+/// The retry policy, the one place that decides whether an attempt is sent again: when it is
+/// safe (nothing was sent, or the method is idempotent), useful (not a timeout, somewhere left
+/// to go, under [`MAX_RETRIES`]) and, unless nothing was sent, affordable. `withdraw` takes one
+/// retry from the budget; it is called last, and only when a retry would cost one.
+pub fn decide(attempt: &Attempt, withdraw: impl FnOnce() -> bool) -> Decision {
+    if attempt.attempts > MAX_RETRIES || !attempt.alternative {
+        return Decision::Respond;
+    }
+    let retry = match attempt.outcome {
+        Outcome::ConnectFailed => true,
+        Outcome::Lost { .. } | Outcome::Unavailable => is_idempotent(attempt.method) && withdraw(),
         // A slow backend is not helped by sending it (or a sibling) the same slow work again.
-        Failure::Timeout => false,
+        Outcome::TimedOut => false,
+    };
+    if retry {
+        Decision::Retry
+    } else {
+        Decision::Respond
     }
 }
 
@@ -80,29 +113,6 @@ pub fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-/// Did the connection break (reset by peer, or closed before the response was complete)?
-fn is_reset(error: &UpstreamError) -> bool {
-    let mut source: Option<&(dyn StdError + 'static)> = error.source();
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(
-                io.kind(),
-                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-            ) {
-                return true;
-            }
-        }
-        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
-            if hyper_error.is_incomplete_message() {
-                return true;
-            }
-        }
-        source = cause.source();
-    }
-    false
 }
 
 /// Token bucket in thousandths of a retry.
@@ -199,11 +209,48 @@ mod tests {
     }
 
     #[test]
-    fn only_idempotent_requests_are_replayed_after_a_lost_connection() {
-        assert!(may_retry(Failure::Lost, &Method::GET));
-        assert!(may_retry(Failure::Lost, &Method::PUT));
-        assert!(!may_retry(Failure::Lost, &Method::POST));
-        assert!(may_retry(Failure::Connect, &Method::POST));
-        assert!(!may_retry(Failure::Timeout, &Method::GET));
+    fn the_policy_retries_only_what_is_safe_useful_and_affordable() {
+        use Decision::{Respond, Retry};
+        use Outcome::*;
+        let (get, post, put) = (Method::GET, Method::POST, Method::PUT);
+        let fresh = Lost { reused: false };
+        let reused = Lost { reused: true };
+        // outcome, method, attempts so far, another backend?, budget left?, decision, budget spent?
+        let table = [
+            (ConnectFailed, &post, 1, true, false, Retry, false),
+            (ConnectFailed, &get, 3, true, true, Respond, false),
+            (ConnectFailed, &get, 1, false, true, Respond, false),
+            (fresh, &get, 1, true, true, Retry, true),
+            (fresh, &put, 2, true, true, Retry, true),
+            (fresh, &get, 3, true, true, Respond, false),
+            (fresh, &get, 1, true, false, Respond, true),
+            (fresh, &post, 1, true, true, Respond, false),
+            (reused, &get, 1, true, true, Retry, true),
+            (reused, &post, 1, true, true, Respond, false),
+            (reused, &get, 1, false, true, Respond, false),
+            (TimedOut, &get, 1, true, true, Respond, false),
+            (Unavailable, &get, 1, true, true, Retry, true),
+            (Unavailable, &get, 1, true, false, Respond, true),
+            (Unavailable, &post, 1, true, true, Respond, false),
+            (Unavailable, &get, 1, false, true, Respond, false),
+        ];
+        for (outcome, method, attempts, alternative, budget_left, expected, spends) in table {
+            let attempt = Attempt {
+                outcome,
+                method,
+                attempts,
+                alternative,
+            };
+            let mut asked = false;
+            let decision = decide(&attempt, || {
+                asked = true;
+                budget_left
+            });
+            assert_eq!(
+                decision, expected,
+                "{attempt:?}, budget left: {budget_left}"
+            );
+            assert_eq!(asked, spends, "budget asked for {attempt:?}");
+        }
     }
 }

@@ -5,7 +5,10 @@
 //! idle longer than the idle timeout, or that the backend closed, is dropped on the way. A
 //! request that could not even be written on a pooled connection (it closed a moment before)
 //! goes on to the next one, then to a new connection. A connection returns to the pool when its
-//! response body has been read to the end; one abandoned halfway is closed.
+//! response body has been read to the end and [`reusable_after`] its response says the backend
+//! keeps it open; one abandoned halfway is closed. A connection the backend may be closing must
+//! never be lent again: the next request on it would fail, and that failure, caused by whatever
+//! the previous client sent, would look like the backend's.
 //!
 //! Why not hyper-util's pooled `Client`, which does the same:
 //! * It cannot be told that a backend went down. Every connection here remembers the backend's
@@ -25,7 +28,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::{Request, Response};
+use hyper::header::{self, HeaderMap};
+use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -38,13 +42,19 @@ type Sender = SendRequest<Full<Bytes>>;
 pub enum UpstreamError {
     /// No connection could be opened: nothing was sent.
     Connect(io::Error),
-    /// The connection broke after the request was (maybe) written.
-    Lost(hyper::Error),
+    /// The connection broke after the request was (maybe) written. `reused`: it had carried
+    /// an earlier exchange (came from the pool) rather than being opened for this request.
+    Lost { error: hyper::Error, reused: bool },
 }
 
 impl UpstreamError {
     pub fn is_connect(&self) -> bool {
         matches!(self, UpstreamError::Connect(_))
+    }
+
+    /// Did the attempt fail on a connection taken from the pool?
+    pub fn on_reused_connection(&self) -> bool {
+        matches!(self, UpstreamError::Lost { reused: true, .. })
     }
 }
 
@@ -52,7 +62,8 @@ impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UpstreamError::Connect(_) => f.write_str("cannot connect"),
-            UpstreamError::Lost(_) => f.write_str("connection lost"),
+            UpstreamError::Lost { reused: true, .. } => f.write_str("pooled connection lost"),
+            UpstreamError::Lost { reused: false, .. } => f.write_str("connection lost"),
         }
     }
 }
@@ -61,7 +72,7 @@ impl std::error::Error for UpstreamError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             UpstreamError::Connect(e) => Some(e),
-            UpstreamError::Lost(e) => Some(e),
+            UpstreamError::Lost { error, .. } => Some(error),
         }
     }
 }
@@ -99,10 +110,41 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// Call only once [`reusable_after`] said yes for the response read on it.
     pub fn give_back(mut self) {
+        if self.connection.sender.is_closed() {
+            return;
+        }
         self.connection.idle_since = Instant::now();
         self.pool.put(self.backend, self.connection);
     }
+}
+
+/// May the connection carry another request after this response? Not when the backend said it
+/// closes it (`Connection: close`, or HTTP/1.0 without `keep-alive`), and not after an upgrade
+/// that was offered and did not happen: a server may close such a connection after answering
+/// without saying so (actix-web does), and after a `101` the connection is the tunnel's.
+pub fn reusable_after(
+    upgrade_offered: bool,
+    status: StatusCode,
+    version: Version,
+    headers: &HeaderMap,
+) -> bool {
+    if upgrade_offered || status == StatusCode::SWITCHING_PROTOCOLS {
+        return false;
+    }
+    let says = |token: &str| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|listed| listed.trim().eq_ignore_ascii_case(token))
+    };
+    if says("close") {
+        return false;
+    }
+    version >= Version::HTTP_11 || says("keep-alive")
 }
 
 impl Upstream {
@@ -121,13 +163,15 @@ impl Upstream {
         }
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) to `backend`.
+    /// Sends `request` (origin-form URI, `Host` set) to `backend`, on a pooled connection if
+    /// `may_reuse` and one is idle, else on a new one.
     pub async fn send(
         &self,
         backend: &Backend,
         mut request: Request<Full<Bytes>>,
+        may_reuse: bool,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        while let Some(mut idle) = self.pool.take(backend) {
+        while let Some(mut idle) = may_reuse.then(|| self.pool.take(backend)).flatten() {
             if idle.sender.ready().await.is_err() {
                 continue;
             }
@@ -136,14 +180,22 @@ impl Upstream {
                 Err(mut failed) => match failed.take_message() {
                     // Closed before a byte was written: the next connection may take it.
                     Some(unsent) => request = unsent,
-                    None => return Err(UpstreamError::Lost(failed.into_error())),
+                    None => {
+                        return Err(UpstreamError::Lost {
+                            error: failed.into_error(),
+                            reused: true,
+                        })
+                    }
                 },
             }
         }
         let mut fresh = self.connect(backend).await?;
         match fresh.sender.send_request(request).await {
             Ok(response) => Ok((response, self.lease(backend, fresh))),
-            Err(e) => Err(UpstreamError::Lost(e)),
+            Err(error) => Err(UpstreamError::Lost {
+                error,
+                reused: false,
+            }),
         }
     }
 
@@ -222,5 +274,55 @@ impl Pool {
 
     fn reusable(&self, idle: &IdleConnection) -> bool {
         idle.idle_since.elapsed() < self.idle_timeout && !idle.sender.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    fn connection(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn only_a_connection_the_backend_keeps_open_is_reused() {
+        let ok = StatusCode::OK;
+        let none = HeaderMap::new();
+        assert!(reusable_after(false, ok, Version::HTTP_11, &none));
+        assert!(reusable_after(
+            false,
+            ok,
+            Version::HTTP_11,
+            &connection("keep-alive")
+        ));
+        assert!(!reusable_after(
+            false,
+            ok,
+            Version::HTTP_11,
+            &connection("Close")
+        ));
+        assert!(!reusable_after(
+            false,
+            ok,
+            Version::HTTP_11,
+            &connection("x-a, close")
+        ));
+        assert!(!reusable_after(false, ok, Version::HTTP_10, &none));
+        assert!(reusable_after(
+            false,
+            ok,
+            Version::HTTP_10,
+            &connection("Keep-Alive")
+        ));
+        assert!(
+            !reusable_after(true, ok, Version::HTTP_11, &none),
+            "upgrade refused"
+        );
+        let switching = StatusCode::SWITCHING_PROTOCOLS;
+        assert!(!reusable_after(true, switching, Version::HTTP_11, &none));
     }
 }

@@ -1,5 +1,6 @@
 //! `Upgrade` requests (WebSocket's handshake) are passed through and the connection becomes a
-//! byte tunnel between client and backend.
+//! byte tunnel between client and backend. (The test backend switches to an echo whatever it
+//! is offered; the balancer passes on only a `GET` offering `websocket`.)
 
 mod common;
 
@@ -16,7 +17,9 @@ async fn upgraded_connections_are_tunnelled_both_ways() {
 
     let mut stream = TcpStream::connect(lb.addr).await.expect("connect");
     stream
-        .write_all(b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
         .await
         .expect("handshake");
     let mut head = Vec::new();
