@@ -109,7 +109,6 @@ impl Application {
                     &settings.redis_url,
                     &settings.redis_key_prefix,
                     settings.session_ttl,
-                    metrics.clone(),
                 )
                 .await?;
                 http_server(
