@@ -19,6 +19,7 @@
 //! session, counts it and deletes the key.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ use actix_web::cookie::time::Duration as CookieDuration;
 use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{Client, RedisResult};
 use versioned_session_store::{parse_state, InvalidState};
+
+use crate::session_store::LoadOrInvalid;
 
 /// What actix-session keeps per session: key -> JSON-encoded value.
 type SessionState = HashMap<String, String>;
@@ -256,6 +259,16 @@ impl Drop for ForgetOnDrop<'_> {
         if let Some(serial) = self.serial {
             self.connection.forget(serial);
         }
+    }
+}
+
+/// `load` already reports everything that is not a session.
+impl LoadOrInvalid for GetexRedisStore {
+    fn load_or_invalid(
+        &self,
+        session_key: &SessionKey,
+    ) -> impl Future<Output = Result<Option<SessionState>, LoadError>> {
+        self.read_and_touch(session_key)
     }
 }
 

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration as CookieDuration;
-use versioned_session_store::conflict_in_update;
+use versioned_session_store::{conflict_in_update, VersionedRedisStore};
 
 use crate::metrics::{Metrics, StoreOperation, StoreOutcome};
 
@@ -44,7 +44,7 @@ pub struct BoundedStore<S> {
     metrics: Metrics,
 }
 
-impl<S: SessionStore> BoundedStore<S> {
+impl<S: LoadOrInvalid> BoundedStore<S> {
     pub fn new(inner: S, timeout: Duration, metrics: Metrics) -> BoundedStore<S> {
         BoundedStore {
             inner,
@@ -144,7 +144,29 @@ fn no_conflict<E>(_: &E) -> Option<&'static str> {
     None
 }
 
-impl<S: SessionStore> SessionStore for BoundedStore<S> {
+/// A store that can tell "nothing stored" from "something stored that is not
+/// a session": `load_or_invalid` is `load`, except that whatever is stored
+/// under the key and is not a session of this store is always
+/// `LoadError::Deserialization`, never `Ok(None)`.
+pub trait LoadOrInvalid: SessionStore {
+    fn load_or_invalid(
+        &self,
+        session_key: &SessionKey,
+    ) -> impl Future<Output = Result<Option<SessionState>, LoadError>>;
+}
+
+/// The versioned store's `load` reads a key of another type as no session
+/// (its contract); its `load_or_invalid` reports it, so that it is deleted.
+impl LoadOrInvalid for VersionedRedisStore {
+    fn load_or_invalid(
+        &self,
+        session_key: &SessionKey,
+    ) -> impl Future<Output = Result<Option<SessionState>, LoadError>> {
+        VersionedRedisStore::load_or_invalid(self, session_key)
+    }
+}
+
+impl<S: LoadOrInvalid> SessionStore for BoundedStore<S> {
     /// What is stored but is not a session is no session: the key is deleted
     /// and `None` returned, so the middleware starts a new session instead of
     /// failing every request of that cookie.
@@ -153,7 +175,7 @@ impl<S: SessionStore> SessionStore for BoundedStore<S> {
             .bounded(
                 StoreOperation::Load,
                 async {
-                    match self.inner.load(session_key).await {
+                    match self.inner.load_or_invalid(session_key).await {
                         Ok(state) => Ok(Loaded::State(state)),
                         Err(LoadError::Deserialization(err)) => Ok(Loaded::Invalid(err)),
                         Err(err) => Err(err),

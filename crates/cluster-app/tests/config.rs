@@ -45,6 +45,10 @@ fn run(name: &str, command: &mut Command) -> (ExitStatus, String) {
     (output.status, output.stderr)
 }
 
+/// A configuration the node refuses: name, flags, environment, and a
+/// fragment of the one line expected on stderr.
+type Refusal<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 /// The password every URL of these tests carries; it must never be printed.
 const PASSWORD: &str = "hunter2";
 
@@ -52,8 +56,7 @@ const PASSWORD: &str = "hunter2";
 fn bad_configuration_is_one_line_and_exit_code_2() {
     let valid = session_key(1);
     let listen = format!("127.0.0.1:{}", free_port());
-    // name, flags, environment, a fragment of the one line expected on stderr
-    let refusals: &[(&str, &[&str], &[(&str, &str)], &str)] = &[
+    let refusals: &[Refusal] = &[
         (
             "no key",
             &["--listen-addr", &listen],

@@ -12,10 +12,12 @@
 //! | unchanged, `TtlExtensionPolicy::OnEveryRequest` | `update_ttl` | `EXPIRE key ttl` |
 //!
 //! Whatever is stored under a session's key that is not a session of this store (bytes
-//! that are not a JSON map of strings, a hash without its version, a key of another type)
-//! makes `load` fail with `LoadError::Deserialization` and an [`InvalidState`] that never
-//! quotes the bytes; `LoadError::Other` means only that Redis failed. What to do with such
-//! a key is the caller's choice: the node treats it as no session and deletes it.
+//! that are not a JSON map of strings, a hash without its version) makes `load` fail with
+//! `LoadError::Deserialization` and an [`InvalidState`] that never quotes the bytes;
+//! `LoadError::Other` means only that Redis failed. A key of another Redis type loads as
+//! no session; [`VersionedRedisStore::load_or_invalid`] reports it as invalid too. What to
+//! do with such a key is the caller's choice: the node treats it as no session and
+//! deletes it.
 //!
 //! The store has no timeouts of its own: the node wraps every store call in one, so that
 //! a dead or blackholed Redis answers 503 quickly whichever store is configured.
@@ -63,19 +65,10 @@ impl VersionedRedisStore {
         format!("{}{}", self.key_prefix, session_key.as_ref())
     }
 
-    async fn connection(&self) -> anyhow::Result<deadpool_redis::Connection> {
-        Ok(self.pool.get().await?)
-    }
-}
-
-/// Redis TTLs are whole seconds; a TTL under one second would delete the key at once
-/// (`EXPIRE k 0`), so it is rounded up to one.
-fn ttl_seconds(ttl: &Duration) -> i64 {
-    ttl.whole_seconds().max(1)
-}
-
-impl SessionStore for VersionedRedisStore {
-    async fn load(
+    /// `SessionStore::load`, except that a key of another Redis type is reported too
+    /// (`LoadError::Deserialization` with [`InvalidState::WrongType`]) instead of read as no
+    /// session, for a caller that deletes whatever is not a session.
+    pub async fn load_or_invalid(
         &self,
         session_key: &SessionKey,
     ) -> Result<Option<HashMap<String, String>>, LoadError> {
@@ -96,11 +89,36 @@ impl SessionStore for VersionedRedisStore {
                 }
                 _ => Err(invalid(InvalidState::Incomplete)),
             },
-            // A key of another type under this name (a string the stock store wrote
-            // before the node switched stores, a list written by hand) is not a session
-            // of ours either.
             Err(err) if err.code() == Some("WRONGTYPE") => Err(invalid(InvalidState::WrongType)),
             Err(err) => Err(LoadError::Other(err.into())),
+        }
+    }
+
+    async fn connection(&self) -> anyhow::Result<deadpool_redis::Connection> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+/// Redis TTLs are whole seconds; a TTL under one second would delete the key at once
+/// (`EXPIRE k 0`), so it is rounded up to one.
+fn ttl_seconds(ttl: &Duration) -> i64 {
+    ttl.whole_seconds().max(1)
+}
+
+impl SessionStore for VersionedRedisStore {
+    async fn load(
+        &self,
+        session_key: &SessionKey,
+    ) -> Result<Option<HashMap<String, String>>, LoadError> {
+        // A key of another type under this name, say a string the stock store wrote
+        // before the node switched stores, is not a session of ours: start a new one.
+        match self.load_or_invalid(session_key).await {
+            Err(LoadError::Deserialization(err))
+                if matches!(err.downcast_ref(), Some(InvalidState::WrongType)) =>
+            {
+                Ok(None)
+            }
+            loaded => loaded,
         }
     }
 
