@@ -195,3 +195,66 @@ fn invalid_state_in_the_versioned_store_is_no_session() {
         ],
     );
 }
+
+/// The warning names what is wrong, once per occurrence, never the stored
+/// value: a session may hold what the log must not.
+#[test]
+fn invalid_state_is_logged_once_without_its_value() {
+    let redis = RedisServer::start();
+    let stderr = tempfile::NamedTempFile::new().expect("temporary file");
+    let port = test_support::free_port();
+    let mut node = test_support::ChildGuard::spawn(
+        "cluster-app, stderr kept",
+        common::command()
+            .env("SESSION_KEY", common::session_key(1))
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("REDIS_URL", redis.url())
+            .env("COOKIE_SECURE", "false")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(stderr.path()).expect("stderr file")),
+    );
+    let http = reqwest::blocking::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let login = test_support::wait_for(std::time::Duration::from_secs(10), || {
+        http.post(url("/login"))
+            .json(&serde_json::json!({"user": "alice"}))
+            .send()
+            .ok()
+    })
+    .expect("the node answers");
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .expect("ASCII")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_string();
+    let key = &session_keys_in_redis(&redis.url())[0];
+    let mut connection = redis_connection(&redis.url());
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(r#""secret-marker""#)
+        .query(&mut connection)
+        .expect("SET");
+    for _ in 0..3 {
+        let whoami = http
+            .get(url("/whoami"))
+            .header("cookie", &cookie)
+            .send()
+            .expect("whoami");
+        assert_eq!(whoami.status(), 200);
+    }
+    node.kill();
+
+    let log = std::fs::read_to_string(stderr.path()).expect("read stderr");
+    let warnings = log
+        .lines()
+        .filter(|line| line.contains("stored session is invalid"))
+        .count();
+    assert_eq!(warnings, 1, "one occurrence, one warning:\n{log}");
+    assert!(
+        !log.contains("secret-marker"),
+        "the value is logged:\n{log}"
+    );
+}
