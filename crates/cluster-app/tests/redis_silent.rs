@@ -4,7 +4,7 @@
 //! 300 ms timeout). Reads and writes are bounded separately: with only the
 //! writes silent, a request gets past its session read and must still not
 //! hang on its write (`SET`, `DEL`, the versioned store's scripts, the atomic
-//! counter's `INCRBY`).
+//! counter's `INCRBY`), nor on the atomic counter's own key.
 
 mod common;
 
@@ -47,13 +47,20 @@ const ANONYMOUS_WRITES: &[(Verb, &str)] = &[
     (Verb::Post, "/counter/incr?mode=atomic"),
 ];
 
-/// Routes that write the session or the counter of a logged-in client.
-const LOGGED_IN_WRITES: &[(Verb, &str)] = &[
-    (Verb::Post, "/logout"),
-    (Verb::Post, "/login"),
-    (Verb::Put, "/session/items/cart"),
-    (Verb::Post, "/counter/incr"),
-    (Verb::Post, "/counter/incr?mode=atomic"),
+/// What goes silent after the session read of a logged-in client, and the
+/// route that must not hang on it.
+const PAST_THE_SESSION_READ: &[(Silence, Verb, &str)] = &[
+    (Silence::Writes, Verb::Post, "/logout"),
+    (Silence::Writes, Verb::Post, "/login"),
+    (Silence::Writes, Verb::Put, "/session/items/cart"),
+    (Silence::Writes, Verb::Post, "/counter/incr"),
+    (Silence::Writes, Verb::Post, "/counter/incr?mode=atomic"),
+    (
+        Silence::CounterKeys,
+        Verb::Post,
+        "/counter/incr?mode=atomic",
+    ),
+    (Silence::CounterKeys, Verb::Get, "/counter?mode=atomic"),
 ];
 
 fn request(browser: &mut Browser, node: &Node, verb: Verb, path: &str) -> Reply {
@@ -99,9 +106,9 @@ fn every_route_answers_503_quickly_on_a_silent_redis(store: &str) {
         assert_fast_503(&reply, &format!("{store}, all silent, anonymous: {path}"));
     }
 
-    for &(verb, path) in LOGGED_IN_WRITES {
-        // Each write silences the connection it went out on; a fresh login
-        // through a healed relay gives the next one a session to write.
+    for &(silence, verb, path) in PAST_THE_SESSION_READ {
+        // Each case silences the connection its command went out on; a fresh
+        // login through a healed relay gives the next one a session.
         relay.set(Silence::Nothing);
         let mut bob = Browser::new();
         let login = test_support::wait_for(BOUND, || {
@@ -109,11 +116,12 @@ fn every_route_answers_503_quickly_on_a_silent_redis(store: &str) {
             (reply.status == 200).then_some(reply)
         });
         assert!(login.is_some(), "{store}: no login after healing the relay");
-        relay.set(Silence::Writes);
+        assert_eq!(bob.post(&node, "/counter/incr?mode=atomic").status, 200);
+        relay.set(silence);
         let reply = request(&mut bob, &node, verb, path);
         assert_fast_503(
             &reply,
-            &format!("{store}, writes silent, logged in: {path}"),
+            &format!("{store}, {silence:?} silent, logged in: {path}"),
         );
     }
 }

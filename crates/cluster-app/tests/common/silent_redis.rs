@@ -7,7 +7,9 @@
 //! different code paths in the node (a `GETEX` on a worker's connection, a
 //! `SET` or a script through the pool), so the relay can also let reads
 //! through and hold a connection silent from the first write on it: then a
-//! request gets past its session read and waits on its write.
+//! request gets past its session read and waits on its write. Likewise for
+//! the atomic counter's own key. Likewise for
+//! the atomic counter's own key.
 //!
 //! While silent nothing is forwarded and nothing is closed: bytes wait, as
 //! they would behind a pulled cable. Plain threads with short read timeouts,
@@ -21,13 +23,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// What the relay lets through.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum Silence {
     Nothing = 0,
     Everything = 1,
     /// A connection goes silent, for good, when a write command is sent on it.
     Writes = 2,
+    /// The same, for a command on an atomic counter's key (`...counter:...`),
+    /// reads included: the session passes, the counter does not.
+    CounterKeys = 3,
 }
 
 /// Commands the node's stores and counter write with, as RESP bulk strings.
@@ -56,6 +61,7 @@ impl Shared {
         match self.silence.load(Ordering::SeqCst) {
             1 => Silence::Everything,
             2 => Silence::Writes,
+            3 => Silence::CounterKeys,
             _ => Silence::Nothing,
         }
     }
@@ -184,6 +190,9 @@ fn pump(
                 Silence::Nothing => false,
                 Silence::Everything => true,
                 Silence::Writes => direction == Direction::ToRedis && is_write(chunk),
+                Silence::CounterKeys => {
+                    direction == Direction::ToRedis && contains(chunk, b"counter:")
+                }
             };
             if silenced {
                 held.store(true, Ordering::SeqCst);
@@ -198,9 +207,11 @@ fn pump(
 
 fn is_write(chunk: &[u8]) -> bool {
     let upper = chunk.to_ascii_uppercase();
-    WRITE_COMMANDS.iter().any(|command| {
-        upper
-            .windows(command.len())
-            .any(|window| window == *command)
-    })
+    WRITE_COMMANDS
+        .iter()
+        .any(|command| contains(&upper, command))
+}
+
+fn contains(chunk: &[u8], needle: &[u8]) -> bool {
+    chunk.windows(needle.len()).any(|window| window == needle)
 }
