@@ -14,6 +14,7 @@ use actix_web::{error, web, HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use versioned_session_store::SessionConflict;
 
+use crate::response_headers;
 use crate::state::AppState;
 
 /// The header naming the node that answered, on every response.
@@ -90,6 +91,7 @@ impl ResponseError for ApiError {
         // Also set here, not only by `DefaultHeaders`: an error that leaves
         // the middleware stack as `Err` is rendered after `DefaultHeaders` ran.
         response.insert_header((SERVED_BY, self.node_id.as_str()));
+        response_headers::insert_into(&mut response);
         if self.retry_after {
             response.insert_header((header::RETRY_AFTER, "1"));
         }

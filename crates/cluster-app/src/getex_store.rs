@@ -11,11 +11,15 @@
 //! expiry behaviour. Writes (`save`, `update`, `delete`) are the stock
 //! store's, last writer wins included (docs/session-consistency.md).
 //!
-//! Stored state that is not valid JSON is treated as "no session" (the stock
-//! middleware would keep the broken entry under the same key), logged and
-//! counted.
+//! What is stored under a session's key and is not a session (bytes that are
+//! not a JSON map of strings, a key of another type, on which `GETEX` fails
+//! with `WRONGTYPE` and leaves the expiry alone) fails `load` with
+//! `LoadError::Deserialization`, never `LoadError::Other`: it is not Redis
+//! trouble. [`crate::session_store::BoundedStore`] then treats it as no
+//! session, counts it and deletes the key.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -24,9 +28,10 @@ use actix_session::storage::{
 };
 use actix_web::cookie::time::Duration as CookieDuration;
 use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::Client;
+use deadpool_redis::redis::{Client, RedisResult};
+use versioned_session_store::{parse_state, InvalidState};
 
-use crate::metrics::Metrics;
+use crate::session_store::LoadOrInvalid;
 
 /// What actix-session keeps per session: key -> JSON-encoded value.
 type SessionState = HashMap<String, String>;
@@ -38,7 +43,6 @@ pub struct GetexRedisStore {
     key_prefix: Arc<str>,
     /// The session's idle timeout, in seconds, as `GETEX ... EX` wants it.
     ttl_secs: u64,
-    metrics: Metrics,
 }
 
 /// A clone gets its own read connection. actix-web clones the store once per
@@ -51,7 +55,6 @@ impl Clone for GetexRedisStore {
             reader: Arc::new(WorkerConnection::new(self.reader.client.clone())),
             key_prefix: Arc::clone(&self.key_prefix),
             ttl_secs: self.ttl_secs,
-            metrics: self.metrics.clone(),
         }
     }
 }
@@ -66,7 +69,6 @@ impl GetexRedisStore {
         redis_url: &str,
         key_prefix: &str,
         ttl: Duration,
-        metrics: Metrics,
     ) -> anyhow::Result<GetexRedisStore> {
         let key_prefix: Arc<str> = Arc::from(key_prefix);
         let keygen_prefix = Arc::clone(&key_prefix);
@@ -79,7 +81,6 @@ impl GetexRedisStore {
             reader: Arc::new(WorkerConnection::new(Client::open(redis_url)?)),
             key_prefix,
             ttl_secs: ttl.as_secs(),
-            metrics,
         })
     }
 
@@ -87,7 +88,7 @@ impl GetexRedisStore {
     async fn read_and_touch(
         &self,
         session_key: &SessionKey,
-    ) -> anyhow::Result<Option<SessionState>> {
+    ) -> Result<Option<SessionState>, LoadError> {
         let key = format!("{}{}", self.key_prefix, session_key.as_ref());
         let stored = match self.reader.get() {
             Some(connection) => match self.getex(connection, &key).await {
@@ -96,37 +97,57 @@ impl GetexRedisStore {
                 // one more try on a new one, which opening it has just proven.
                 Err(err) => {
                     log::debug!("read connection failed, opening a new one: {err}");
-                    self.getex(self.reader.open().await?, &key).await?
+                    let connection = self.reader.open().await.map_err(LoadError::Other)?;
+                    self.getex(connection, &key)
+                        .await
+                        .map_err(LoadError::Other)?
                 }
             },
-            None => self.getex(self.reader.open().await?, &key).await?,
-        };
-        Ok(stored.and_then(|json| match serde_json::from_str(&json) {
-            Ok(state) => Some(state),
-            Err(err) => {
-                log::warn!(
-                    "stored session state is not valid JSON, treating it as no session: {err}"
-                );
-                self.metrics.count_corrupt_session();
-                None
+            None => {
+                let connection = self.reader.open().await.map_err(LoadError::Other)?;
+                self.getex(connection, &key)
+                    .await
+                    .map_err(LoadError::Other)?
             }
-        }))
+        };
+        let invalid = |err: InvalidState| LoadError::Deserialization(err.into());
+        match stored {
+            Stored::Absent => Ok(None),
+            Stored::Bytes(json) => parse_state(&json).map(Some).map_err(invalid),
+            Stored::WrongType => Err(invalid(InvalidState::WrongType)),
+        }
     }
 
     /// `GETEX key EX ttl` on `connection`; the worker's connection is
-    /// forgotten unless the command completes.
-    async fn getex(&self, connection: Opened, key: &str) -> anyhow::Result<Option<String>> {
-        let forget_unless_done = ForgetOnDrop::new(&self.reader, connection.serial);
+    /// forgotten unless Redis answers.
+    async fn getex(&self, connection: Opened, key: &str) -> anyhow::Result<Stored> {
+        let forget_unless_answered = ForgetOnDrop::new(&self.reader, connection.serial);
         let mut connection = connection.connection;
-        let stored = deadpool_redis::redis::cmd("GETEX")
+        let reply: RedisResult<Option<Vec<u8>>> = deadpool_redis::redis::cmd("GETEX")
             .arg(key)
             .arg("EX")
             .arg(self.ttl_secs)
             .query_async(&mut connection)
-            .await?;
-        forget_unless_done.disarm();
+            .await;
+        let stored = match reply {
+            Ok(Some(bytes)) => Stored::Bytes(bytes),
+            Ok(None) => Stored::Absent,
+            // Redis answered, the connection is sound; the key is not a string.
+            Err(err) if err.code() == Some("WRONGTYPE") => Stored::WrongType,
+            Err(err) => return Err(err.into()),
+        };
+        forget_unless_answered.disarm();
         Ok(stored)
     }
+}
+
+/// What `GETEX` found under a session's key.
+enum Stored {
+    Absent,
+    /// Any bytes: what a string holds is checked by the caller.
+    Bytes(Vec<u8>),
+    /// A hash, a list...: `GETEX` refused it, leaving its expiry as it was.
+    WrongType,
 }
 
 /// The connection every session read of one worker thread goes through.
@@ -241,11 +262,19 @@ impl Drop for ForgetOnDrop<'_> {
     }
 }
 
+/// `load` already reports everything that is not a session.
+impl LoadOrInvalid for GetexRedisStore {
+    fn load_or_invalid(
+        &self,
+        session_key: &SessionKey,
+    ) -> impl Future<Output = Result<Option<SessionState>, LoadError>> {
+        self.read_and_touch(session_key)
+    }
+}
+
 impl SessionStore for GetexRedisStore {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<SessionState>, LoadError> {
-        self.read_and_touch(session_key)
-            .await
-            .map_err(LoadError::Other)
+        self.read_and_touch(session_key).await
     }
 
     async fn save(

@@ -23,8 +23,13 @@ pub type Items = Map<String, Value>;
 
 /// Reads `key`, treating an undecodable value as absent.
 pub fn read<T: DeserializeOwned>(session: &Session, key: &str, metrics: &Metrics) -> Option<T> {
-    session.get::<T>(key).unwrap_or_else(|err| {
-        log::warn!("session value {key:?} is unreadable, ignoring it: {err}");
+    session.get::<T>(key).unwrap_or_else(|_err| {
+        // Not the error itself: serde's messages quote the value, and a
+        // session's values are the user's, not the log's.
+        log::warn!(
+            "session value {key:?} does not decode as {}, ignoring it",
+            std::any::type_name::<T>()
+        );
         metrics.count_corrupt_session();
         None
     })

@@ -7,6 +7,18 @@
 //! that the operation fails, and the middleware in
 //! [`crate::store_unavailable`] turns the failure into a fast 503.
 //!
+//! A stored value that is not a session (`LoadError::Deserialization`:
+//! invalid JSON, bytes that are not UTF-8, a key of another type) is not a
+//! Redis failure either. Left to actix-session it keeps the session key with
+//! an empty state, so the next write goes to the broken key (and with the
+//! versioned store fails as unversioned). Here it is counted, logged and
+//! deleted, and `load` answers "no session": the cookie gets a fresh session,
+//! logout and login work, and a key of a type no store writes (a list, a
+//! hash without expiry) does not stay in Redis forever. Deleting rather than
+//! leaving it: nothing can read it any more (its cookie moves on to a new
+//! key), and left alone it would be found, logged and counted again on each
+//! request with that cookie.
+//!
 //! Every operation is recorded in the metrics. A write the versioned store
 //! refused (a concurrent request wrote first, or the session was logged out)
 //! is not a Redis failure: it is counted as a conflict, by reason, and the
@@ -18,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration as CookieDuration;
-use versioned_session_store::conflict_in_update;
+use versioned_session_store::{conflict_in_update, VersionedRedisStore};
 
 use crate::metrics::{Metrics, StoreOperation, StoreOutcome};
 
@@ -32,7 +44,7 @@ pub struct BoundedStore<S> {
     metrics: Metrics,
 }
 
-impl<S: SessionStore> BoundedStore<S> {
+impl<S: LoadOrInvalid> BoundedStore<S> {
     pub fn new(inner: S, timeout: Duration, metrics: Metrics) -> BoundedStore<S> {
         BoundedStore {
             inner,
@@ -120,20 +132,68 @@ macro_rules! describe_with_sources {
 
 describe_with_sources!(LoadError, SaveError, UpdateError);
 
+/// What the inner store's `load` found.
+enum Loaded {
+    State(Option<SessionState>),
+    /// Something that is not a session; the error says what, never quoting it.
+    Invalid(anyhow::Error),
+}
+
 /// Only `update` can be refused; the other operations never conflict.
 fn no_conflict<E>(_: &E) -> Option<&'static str> {
     None
 }
 
-impl<S: SessionStore> SessionStore for BoundedStore<S> {
+/// A store that can tell "nothing stored" from "something stored that is not
+/// a session": `load_or_invalid` is `load`, except that whatever is stored
+/// under the key and is not a session of this store is always
+/// `LoadError::Deserialization`, never `Ok(None)`.
+pub trait LoadOrInvalid: SessionStore {
+    fn load_or_invalid(
+        &self,
+        session_key: &SessionKey,
+    ) -> impl Future<Output = Result<Option<SessionState>, LoadError>>;
+}
+
+/// The versioned store's `load` reads a key of another type as no session
+/// (its contract); its `load_or_invalid` reports it, so that it is deleted.
+impl LoadOrInvalid for VersionedRedisStore {
+    fn load_or_invalid(
+        &self,
+        session_key: &SessionKey,
+    ) -> impl Future<Output = Result<Option<SessionState>, LoadError>> {
+        VersionedRedisStore::load_or_invalid(self, session_key)
+    }
+}
+
+impl<S: LoadOrInvalid> SessionStore for BoundedStore<S> {
+    /// What is stored but is not a session is no session: the key is deleted
+    /// and `None` returned, so the middleware starts a new session instead of
+    /// failing every request of that cookie.
     async fn load(&self, session_key: &SessionKey) -> Result<Option<SessionState>, LoadError> {
-        self.bounded(
-            StoreOperation::Load,
-            self.inner.load(session_key),
-            LoadError::Other,
-            no_conflict,
-        )
-        .await
+        let loaded = self
+            .bounded(
+                StoreOperation::Load,
+                async {
+                    match self.inner.load_or_invalid(session_key).await {
+                        Ok(state) => Ok(Loaded::State(state)),
+                        Err(LoadError::Deserialization(err)) => Ok(Loaded::Invalid(err)),
+                        Err(err) => Err(err),
+                    }
+                },
+                LoadError::Other,
+                no_conflict,
+            )
+            .await?;
+        match loaded {
+            Loaded::State(state) => Ok(state),
+            Loaded::Invalid(err) => {
+                log::warn!("stored session is invalid, deleting it and starting anew: {err:#}");
+                self.metrics.count_corrupt_session();
+                self.delete(session_key).await.map_err(LoadError::Other)?;
+                Ok(None)
+            }
+        }
     }
 
     async fn save(

@@ -3,7 +3,10 @@
 //! Used by `main` and nowhere else; the tests start the real binary. The
 //! middleware order is the part worth reading (outermost first):
 //!
-//! 1. `DefaultHeaders`: `X-Served-By` on every response, errors included.
+//! 1. `DefaultHeaders`: `Cache-Control: no-store`, `Vary: Cookie` and
+//!    `X-Content-Type-Options: nosniff` ([`response_headers`]), and
+//!    `X-Served-By`, on every response, errors included (an error that
+//!    leaves the stack as `Err` sets them itself: [`ApiError`](crate::errors::ApiError)).
 //! 2. [`metrics::record_request`]: counts the final status of every request.
 //! 3. `ErrorHandlers`: non-JSON error bodies (404, 405, ...) become JSON.
 //! 4. Probes (`/healthz`, `/readyz`, `/metrics`) are routed here, outside the
@@ -34,6 +37,7 @@ use crate::errors::{json_body_error, json_error_body, SERVED_BY};
 use crate::getex_store::GetexRedisStore;
 use crate::metrics::{self, Metrics};
 use crate::redis_pool;
+use crate::response_headers;
 use crate::routes;
 use crate::session_store::BoundedStore;
 use crate::shutdown::{drain_then_stop, DrainSwitch, ShutdownSignals};
@@ -109,7 +113,6 @@ impl Application {
                     &settings.redis_url,
                     &settings.redis_key_prefix,
                     settings.session_ttl,
-                    metrics.clone(),
                 )
                 .await?;
                 http_server(
@@ -186,6 +189,7 @@ where
             .wrap(ErrorHandlers::new().default_handler(json_error_body))
             .wrap(from_fn(metrics::record_request))
             .wrap(DefaultHeaders::new().add((SERVED_BY, node_id.as_str())))
+            .wrap(response_headers::default_headers())
     })
     .workers(settings.workers)
     .disable_signals()

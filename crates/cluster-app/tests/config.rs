@@ -7,116 +7,286 @@ use std::fs::File;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{command, session_key, Browser, Node};
+use common::{command, session_key, Node};
 use test_support::{free_port, wait_for, ChildGuard, RedisServer};
 
-/// Runs `command` to its end (at most 10 s) and returns its status and stderr.
-fn run(name: &str, command: &mut Command) -> (ExitStatus, String) {
+/// What a finished process printed.
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `command` to its end (at most 10 s) and returns its status and outputs.
+fn run_to_end(name: &str, command: &mut Command) -> Output {
+    let stdout = tempfile::NamedTempFile::new().expect("temporary file");
     let stderr = tempfile::NamedTempFile::new().expect("temporary file");
-    command.stdout(Stdio::null()).stderr(Stdio::from(
-        File::create(stderr.path()).expect("open stderr file"),
-    ));
+    command
+        .stdout(Stdio::from(
+            File::create(stdout.path()).expect("open stdout file"),
+        ))
+        .stderr(Stdio::from(
+            File::create(stderr.path()).expect("open stderr file"),
+        ));
     let mut process = ChildGuard::spawn(name, command);
     let status = process
         .wait_timeout(Duration::from_secs(10))
         .unwrap_or_else(|| panic!("{name} did not exit within 10 s"));
-    (
+    Output {
         status,
-        std::fs::read_to_string(stderr.path()).expect("read stderr"),
-    )
+        stdout: std::fs::read_to_string(stdout.path()).expect("read stdout"),
+        stderr: std::fs::read_to_string(stderr.path()).expect("read stderr"),
+    }
 }
 
-fn assert_refused(name: &str, command: &mut Command, expected: &str) {
-    let (status, stderr) = run(name, command);
-    assert_eq!(
-        status.code(),
-        Some(2),
-        "{name}: {status:?}, stderr: {stderr}"
-    );
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "{name}: one line expected, got:\n{stderr}"
-    );
-    assert!(
-        stderr.contains(expected),
-        "{name}: {expected:?} not in {stderr:?}"
-    );
-    assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+/// Runs `command` to its end (at most 10 s) and returns its status and stderr.
+fn run(name: &str, command: &mut Command) -> (ExitStatus, String) {
+    let output = run_to_end(name, command);
+    (output.status, output.stderr)
 }
+
+/// A configuration the node refuses: name, flags, environment, and a
+/// fragment of the one line expected on stderr.
+type Refusal<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+/// The password every URL of these tests carries; it must never be printed.
+const PASSWORD: &str = "hunter2";
 
 #[test]
 fn bad_configuration_is_one_line_and_exit_code_2() {
     let valid = session_key(1);
     let listen = format!("127.0.0.1:{}", free_port());
-    assert_refused(
-        "no key",
-        command().args(["--listen-addr", &listen]),
-        "SESSION_KEY is missing",
-    );
-    assert_refused(
-        "short key",
-        command().args(["--session-key", &valid[..126]]),
-        "decodes to 63 bytes; at least 64",
-    );
-    assert_refused(
-        "undecodable key",
-        command().env("SESSION_KEY", "not a key at all!"),
-        "neither hex nor base64",
-    );
-    assert_refused(
-        "bad listen address",
-        command()
-            .env("SESSION_KEY", &valid)
-            .env("LISTEN_ADDR", "localhost-8000"),
-        "LISTEN_ADDR",
-    );
-    assert_refused(
-        "bad redis scheme",
-        command()
-            .env("SESSION_KEY", &valid)
-            .env("REDIS_URL", "http://user:hunter2@127.0.0.1:6379"),
-        "REDIS_URL must start with redis:// or rediss://",
-    );
-    let (_, stderr) = run(
-        "password",
-        command()
-            .env("SESSION_KEY", &valid)
-            .env("REDIS_URL", "http://user:hunter2@x"),
-    );
-    assert!(
-        !stderr.contains("hunter2"),
-        "the password must not be printed: {stderr}"
-    );
-    assert_refused(
-        "bad number",
-        command()
-            .env("SESSION_KEY", &valid)
-            .env("SESSION_TTL_SECS", "soon"),
-        "SESSION_TTL_SECS",
-    );
-    assert_refused(
-        "zero timeout",
-        command()
-            .env("SESSION_KEY", &valid)
-            .env("REDIS_TIMEOUT_MS", "0"),
-        "REDIS_TIMEOUT_MS",
-    );
-    assert_refused(
-        "bad boolean",
-        command()
-            .env("SESSION_KEY", &valid)
-            .env("COOKIE_SECURE", "maybe"),
-        "cookie-secure",
-    );
-    assert_refused(
-        "unknown session store",
-        command()
-            .env("SESSION_KEY", &valid)
-            .env("SESSION_STORE", "memcached"),
-        "memcached",
-    );
-    assert_refused("unknown flag", command().arg("--colour"), "--colour");
+    let refusals: &[Refusal] = &[
+        (
+            "no key",
+            &["--listen-addr", &listen],
+            &[],
+            "SESSION_KEY is missing",
+        ),
+        (
+            "short key",
+            &["--session-key", &valid[..126]],
+            &[],
+            "decodes to 63 bytes; at least 64",
+        ),
+        (
+            "undecodable key",
+            &[],
+            &[("SESSION_KEY", "not a key at all!")],
+            "neither hex nor base64",
+        ),
+        (
+            "bad listen address",
+            &[],
+            &[("SESSION_KEY", &valid), ("LISTEN_ADDR", "localhost-8000")],
+            "LISTEN_ADDR",
+        ),
+        (
+            "bad redis scheme",
+            &[],
+            &[
+                ("SESSION_KEY", &valid),
+                ("REDIS_URL", "http://user:hunter2@127.0.0.1:6379"),
+            ],
+            "REDIS_URL must start with redis:// or rediss://",
+        ),
+        (
+            "bad number",
+            &[],
+            &[("SESSION_KEY", &valid), ("SESSION_TTL_SECS", "soon")],
+            "SESSION_TTL_SECS",
+        ),
+        (
+            "zero timeout",
+            &[],
+            &[("SESSION_KEY", &valid), ("REDIS_TIMEOUT_MS", "0")],
+            "REDIS_TIMEOUT_MS",
+        ),
+        (
+            "zero workers",
+            &["--workers", "0"],
+            &[("SESSION_KEY", &valid)],
+            "WORKERS must be at least 1",
+        ),
+        (
+            "bad node id",
+            &["--node-id", "a b"],
+            &[("SESSION_KEY", &valid)],
+            "NODE_ID",
+        ),
+        (
+            "bad cookie name",
+            &["--cookie-name", "a;b"],
+            &[("SESSION_KEY", &valid)],
+            "COOKIE_NAME",
+        ),
+        (
+            "bad boolean",
+            &[],
+            &[("SESSION_KEY", &valid), ("COOKIE_SECURE", "maybe")],
+            "cookie-secure",
+        ),
+        (
+            "unknown session store",
+            &[],
+            &[("SESSION_KEY", &valid), ("SESSION_STORE", "memcached")],
+            "memcached",
+        ),
+        ("unknown flag", &["--colour"], &[], "--colour"),
+    ];
+    for (name, args, env, expected) in refusals {
+        let mut command = command();
+        command.args(*args).envs(env.iter().copied());
+        let output = run_to_end(name, &mut command);
+        let stderr = &output.stderr;
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{name}: {:?}, stderr: {stderr}",
+            output.status
+        );
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{name}: one line expected, got:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "{name}: {expected:?} not in {stderr:?}"
+        );
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        assert!(
+            !stderr.contains(PASSWORD) && !output.stdout.contains(PASSWORD),
+            "{name}: the password is printed"
+        );
+    }
+}
+
+/// A Redis URL that stops the node at start: the error line is printed, the
+/// password in the URL is not, on stderr or stdout.
+#[test]
+fn a_redis_url_that_stops_the_node_never_prints_its_password() {
+    let cases = [
+        (
+            "not a Redis scheme",
+            "http://user:hunter2@127.0.0.1:6379",
+            2,
+            "REDIS_URL must start with redis:// or rediss://",
+        ),
+        (
+            "a port that is not a number",
+            "redis://user:hunter2@127.0.0.1:port",
+            1,
+            "Redis URL did not parse",
+        ),
+        (
+            "a database that is not a number",
+            "redis://user:hunter2@127.0.0.1:6379/first",
+            1,
+            "Invalid database number",
+        ),
+        (
+            "an unknown protocol",
+            "rediss://user:hunter2@127.0.0.1:6379/?protocol=resp9",
+            1,
+            "Invalid protocol version",
+        ),
+    ];
+    for (name, url, code, expected) in cases {
+        let output = run_to_end(
+            name,
+            command()
+                .env("SESSION_KEY", session_key(1))
+                .env("LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
+                .env("REDIS_URL", url)
+                .env("RUST_LOG", "debug"),
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{name}: {:?}, stderr: {}",
+            output.status,
+            output.stderr
+        );
+        assert!(
+            output.stderr.contains(expected),
+            "{name}: {expected:?} not in {:?}",
+            output.stderr
+        );
+        for (stream, text) in [("stderr", &output.stderr), ("stdout", &output.stdout)] {
+            assert!(
+                !text.contains(PASSWORD),
+                "{name}: password on {stream}: {text}"
+            );
+        }
+    }
+}
+
+/// A Redis URL the node starts with but cannot use (nobody listens; TLS to a
+/// plain port): requests fail and are logged, the password is not, even at
+/// the debug level.
+#[test]
+fn a_redis_url_that_fails_at_run_time_never_prints_its_password() {
+    let plain = RedisServer::start();
+    let cases = [
+        (
+            "nobody listening",
+            format!("redis://user:hunter2@127.0.0.1:{}", free_port()),
+        ),
+        (
+            "TLS to a plain port",
+            format!("rediss://user:hunter2@127.0.0.1:{}", plain.port()),
+        ),
+    ];
+    for (name, url) in cases {
+        let stdout = tempfile::NamedTempFile::new().expect("temporary file");
+        let stderr = tempfile::NamedTempFile::new().expect("temporary file");
+        let port = free_port();
+        let mut process = ChildGuard::spawn(
+            name,
+            command()
+                .env("SESSION_KEY", session_key(1))
+                .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+                .env("REDIS_URL", &url)
+                .env("REDIS_TIMEOUT_MS", "300")
+                .env("RUST_LOG", "debug")
+                .stdout(Stdio::from(
+                    File::create(stdout.path()).expect("stdout file"),
+                ))
+                .stderr(Stdio::from(
+                    File::create(stderr.path()).expect("stderr file"),
+                )),
+        );
+        let client = reqwest::blocking::Client::new();
+        let login = wait_for(Duration::from_secs(10), || {
+            client
+                .post(format!("http://127.0.0.1:{port}/login"))
+                .json(&serde_json::json!({"user": "eve"}))
+                .send()
+                .ok()
+        })
+        .expect("the node answers");
+        assert_eq!(login.status(), 503, "{name}");
+        let ready = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .expect("readyz");
+        assert_eq!(ready.status(), 503, "{name}");
+        process.kill();
+
+        let stderr = std::fs::read_to_string(stderr.path()).expect("read stderr");
+        let stdout = std::fs::read_to_string(stdout.path()).expect("read stdout");
+        assert!(
+            stderr.contains("session store save failed"),
+            "{name}: the failure is logged: {stderr}"
+        );
+        for (stream, text) in [("stderr", &stderr), ("stdout", &stdout)] {
+            assert!(
+                !text.contains(PASSWORD),
+                "{name}: password on {stream}: {text}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -279,8 +449,6 @@ fn probe_exits_0_when_ready_and_1_otherwise() {
     assert_eq!(status.code(), Some(1));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
-    let mut browser = Browser::new();
-    browser.get(&node, "/healthz");
     let not_found = node.url("/nope");
     let (status, stderr) = run(
         "probe 404",

@@ -13,6 +13,12 @@ use common::{Browser, NodeOptions};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use test_support::{free_port, wait_for, ChildGuard};
 
+/// The redis-server to run: `REDIS_SERVER_BIN` when set (a build with TLS,
+/// say), as test-support's `RedisServer` does, else the one on `PATH`.
+fn redis_server_bin() -> String {
+    std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_string())
+}
+
 #[test]
 fn sessions_work_over_rediss_with_a_password() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -33,7 +39,7 @@ fn sessions_work_over_rediss_with_a_password() {
     let port = free_port();
     let _redis = ChildGuard::spawn(
         "redis-server (TLS)",
-        Command::new("redis-server")
+        Command::new(redis_server_bin())
             .args([
                 "--port",
                 "0",

@@ -51,5 +51,7 @@ pub mod store;
 
 pub use conflict::{conflict_in, conflict_in_update, ConflictReason, SessionConflict};
 pub use counter::{ensure_session_id, AtomicCounter, CounterError, SESSION_ID_KEY};
-pub use state::{is_reserved, UnversionedState, RESERVED_KEYS, VERSION_KEY};
+pub use state::{
+    is_reserved, parse_state, InvalidState, UnversionedState, RESERVED_KEYS, VERSION_KEY,
+};
 pub use store::VersionedRedisStore;

@@ -51,9 +51,42 @@ pub(crate) fn encode(state: &mut HashMap<String, String>) -> serde_json::Result<
     serde_json::to_string(state)
 }
 
-/// Parses the stored state and inserts the version for the middleware to carry.
-pub(crate) fn decode(json: &str, version: u64) -> serde_json::Result<HashMap<String, String>> {
-    let mut state: HashMap<String, String> = serde_json::from_str(json)?;
+/// Stored bytes that are not a session: anything may sit under a session's key (written
+/// by hand, by another program, by an older version), and none of it must lock a cookie
+/// out. Its `Display` says what is wrong and where, never what the bytes are: a session
+/// may hold secrets, and serde_json's messages quote the offending value.
+#[derive(Debug, Error)]
+pub enum InvalidState {
+    #[error("the state is not a JSON map of strings ({category:?} error at line {line}, column {column})")]
+    NotAStringMap {
+        category: serde_json::error::Category,
+        line: usize,
+        column: usize,
+    },
+    #[error("the version is not an unsigned integer")]
+    BadVersion,
+    #[error("the session hash lacks its state or its version, or has other fields")]
+    Incomplete,
+    #[error("the key holds another Redis type than the store writes")]
+    WrongType,
+}
+
+/// Parses a session's state as actix-session stores it: a JSON map of strings, UTF-8.
+pub fn parse_state(json: &[u8]) -> Result<HashMap<String, String>, InvalidState> {
+    serde_json::from_slice(json).map_err(|err| InvalidState::NotAStringMap {
+        category: err.classify(),
+        line: err.line(),
+        column: err.column(),
+    })
+}
+
+/// Parses the stored state and version, and inserts the version for the middleware to carry.
+pub(crate) fn decode(json: &[u8], version: &[u8]) -> Result<HashMap<String, String>, InvalidState> {
+    let version: u64 = std::str::from_utf8(version)
+        .ok()
+        .and_then(|version| version.parse().ok())
+        .ok_or(InvalidState::BadVersion)?;
+    let mut state = parse_state(json)?;
     state.insert(VERSION_KEY.to_string(), version.to_string());
     Ok(state)
 }
@@ -72,12 +105,26 @@ mod tests {
 
     #[test]
     fn the_version_rides_in_the_state_but_is_never_stored_in_it() {
-        let mut loaded = decode(r#"{"user":"\"alice\""}"#, 7).unwrap();
+        let mut loaded = decode(br#"{"user":"\"alice\""}"#, b"7").unwrap();
         assert_eq!(loaded[VERSION_KEY], "7");
 
         assert_eq!(take_version(&mut loaded).unwrap(), 7);
         loaded.insert(VERSION_KEY.to_string(), "7".to_string());
         assert_eq!(encode(&mut loaded).unwrap(), r#"{"user":"\"alice\""}"#);
+    }
+
+    #[test]
+    fn what_is_not_a_session_is_refused_without_quoting_it() {
+        for (json, version) in [
+            (&b"\xff\xfe"[..], &b"1"[..]),
+            (b"{not json", b"1"),
+            (br#"{"user":"secret-value","n":5}"#, b"1"),
+            (br#""secret-value""#, b"1"),
+            (b"{}", b"x"),
+        ] {
+            let err = decode(json, version).unwrap_err().to_string();
+            assert!(!err.contains("secret"), "{err}");
+        }
     }
 
     #[test]

@@ -4,12 +4,20 @@
 //!
 //! | middleware situation | store call | Redis |
 //! |---|---|---|
-//! | request with a session cookie | `load` | `HMGET key state version` |
+//! | request with a session cookie | `load` | `HGETALL key` |
 //! | new session got some state | `save` | script: create at version 1 unless the key exists |
 //! | handler changed the state | `update` | script: write and bump only if the version matches |
 //! | `Session::purge()` (logout) | `delete` | `DEL key` |
 //! | `Session::renew()` (login) | `delete` then `save` | `DEL key`, then the create script |
 //! | unchanged, `TtlExtensionPolicy::OnEveryRequest` | `update_ttl` | `EXPIRE key ttl` |
+//!
+//! Whatever is stored under a session's key that is not a session of this store (bytes
+//! that are not a JSON map of strings, a hash without its version) makes `load` fail with
+//! `LoadError::Deserialization` and an [`InvalidState`] that never quotes the bytes;
+//! `LoadError::Other` means only that Redis failed. A key of another Redis type loads as
+//! no session; [`VersionedRedisStore::load_or_invalid`] reports it as invalid too. What to
+//! do with such a key is the caller's choice: the node treats it as no session and
+//! deletes it.
 //!
 //! The store has no timeouts of its own: the node wraps every store call in one, so that
 //! a dead or blackholed Redis answers 503 quickly whichever store is configured.
@@ -25,6 +33,7 @@ use deadpool_redis::Pool;
 use redis::Script;
 
 use crate::conflict::{ConflictReason, SessionConflict};
+use crate::state::InvalidState;
 use crate::{scripts, state};
 
 /// A Redis session store that refuses lost updates and never brings back a deleted session.
@@ -56,6 +65,35 @@ impl VersionedRedisStore {
         format!("{}{}", self.key_prefix, session_key.as_ref())
     }
 
+    /// `SessionStore::load`, except that a key of another Redis type is reported too
+    /// (`LoadError::Deserialization` with [`InvalidState::WrongType`]) instead of read as no
+    /// session, for a caller that deletes whatever is not a session.
+    pub async fn load_or_invalid(
+        &self,
+        session_key: &SessionKey,
+    ) -> Result<Option<HashMap<String, String>>, LoadError> {
+        let mut conn = self.connection().await.map_err(LoadError::Other)?;
+        // All fields, not `HMGET state version`: a hash that lacks both would read like no
+        // key at all, and stay. Bytes, not `String`/`u64`: what is stored may be anything,
+        // and a conversion error here would read as Redis trouble (a 503), not as no session.
+        let fields: redis::RedisResult<HashMap<Vec<u8>, Vec<u8>>> = redis::cmd("HGETALL")
+            .arg(self.redis_key(session_key))
+            .query_async(&mut conn)
+            .await;
+        let invalid = |err: InvalidState| LoadError::Deserialization(err.into());
+        match fields {
+            Ok(fields) if fields.is_empty() => Ok(None),
+            Ok(fields) => match (fields.get(&b"state"[..]), fields.get(&b"version"[..])) {
+                (Some(json), Some(version)) if fields.len() == 2 => {
+                    state::decode(json, version).map(Some).map_err(invalid)
+                }
+                _ => Err(invalid(InvalidState::Incomplete)),
+            },
+            Err(err) if err.code() == Some("WRONGTYPE") => Err(invalid(InvalidState::WrongType)),
+            Err(err) => Err(LoadError::Other(err.into())),
+        }
+    }
+
     async fn connection(&self) -> anyhow::Result<deadpool_redis::Connection> {
         Ok(self.pool.get().await?)
     }
@@ -72,25 +110,15 @@ impl SessionStore for VersionedRedisStore {
         &self,
         session_key: &SessionKey,
     ) -> Result<Option<HashMap<String, String>>, LoadError> {
-        let mut conn = self.connection().await.map_err(LoadError::Other)?;
-        let fields: redis::RedisResult<(Option<String>, Option<u64>)> = redis::cmd("HMGET")
-            .arg(self.redis_key(session_key))
-            .arg("state")
-            .arg("version")
-            .query_async(&mut conn)
-            .await;
-        match fields {
-            Ok((Some(json), Some(version))) => state::decode(&json, version)
-                .map(Some)
-                .map_err(|err| LoadError::Deserialization(err.into())),
-            Ok((None, None)) => Ok(None),
-            Ok(_) => Err(LoadError::Deserialization(anyhow!(
-                "session hash lacks its state or its version"
-            ))),
-            // A key of another type under this name — say, one the stock store wrote before
-            // the node switched stores — is not a session of ours: start a new one.
-            Err(err) if err.code() == Some("WRONGTYPE") => Ok(None),
-            Err(err) => Err(LoadError::Other(err.into())),
+        // A key of another type under this name, say a string the stock store wrote
+        // before the node switched stores, is not a session of ours: start a new one.
+        match self.load_or_invalid(session_key).await {
+            Err(LoadError::Deserialization(err))
+                if matches!(err.downcast_ref(), Some(InvalidState::WrongType)) =>
+            {
+                Ok(None)
+            }
+            loaded => loaded,
         }
     }
 

@@ -14,7 +14,11 @@ use crate::state::AppState;
 
 const MAX_USER_CHARS: usize = 64;
 
+/// Exactly `{"user": "..."}`: a field the node does not know (`"admin": true`)
+/// is refused with a 400 rather than silently ignored, so that a client never
+/// believes it set something it did not.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     user: String,
 }
