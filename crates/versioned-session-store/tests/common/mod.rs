@@ -3,6 +3,8 @@
 //! 409 mapping the real node uses. Each test module uses a part of it.
 #![allow(dead_code)]
 
+pub mod write_hold_relay;
+
 use std::sync::Arc;
 use std::time::Duration;
 
