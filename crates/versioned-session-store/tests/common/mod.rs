@@ -204,14 +204,14 @@ async fn increment_atomic(
     Ok(HttpResponse::Ok().json(json!({ "counter": value })))
 }
 
+/// The session TTL the tests' counters carry.
+pub const COUNTER_TTL: Duration = Duration::from_secs(60);
+/// How long the tests' counters wait for Redis.
+pub const COUNTER_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// A counter with the settings the tests use.
 pub fn atomic_counter(pool: Pool) -> AtomicCounter {
-    AtomicCounter::new(
-        pool,
-        "session:",
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-    )
+    AtomicCounter::new(pool, "session:", COUNTER_TTL, COUNTER_TIMEOUT)
 }
 
 #[derive(Deserialize)]
