@@ -90,6 +90,43 @@ async fn concurrent_atomic_increments_over_two_nodes_never_conflict() {
     }
 }
 
+#[actix_web::test]
+async fn each_session_counts_its_own_increments() {
+    let redis = RedisServer::start();
+    let store = VersionedRedisStore::new(pool(&redis.url(), 4), "session:");
+    let node = Node::start(
+        store,
+        Key::generate(),
+        Arc::new(Gate::default()),
+        atomic_counter(pool(&redis.url(), 4)),
+    );
+    let client = reqwest::Client::new();
+    let increment = |cookie: String| {
+        let (client, url) = (client.clone(), format!("{}/counter/incr-atomic", node.base));
+        async move {
+            let response = post(&client, url, &cookie).await;
+            assert_eq!(response.status(), 200);
+            let body: serde_json::Value = response.json().await.unwrap();
+            body["counter"].as_i64()
+        }
+    };
+    let first = log_in(&client, &node).await;
+    let second = log_in(&client, &node).await;
+
+    assert_eq!(increment(first.clone()).await, Some(1));
+    assert_eq!(
+        increment(first).await,
+        Some(2),
+        "the session keeps its counter"
+    );
+    assert_eq!(
+        increment(second).await,
+        Some(1),
+        "another session starts its own counter"
+    );
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn a_dead_redis_fails_the_counter_fast() {
     let mut redis = RedisServer::start();
