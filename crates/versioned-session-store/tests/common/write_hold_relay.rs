@@ -163,8 +163,10 @@ fn next_command(bytes: &[u8]) -> Option<Command<'_>> {
 /// Reads `<marker><number>\r\n` at `at`: the number and where the line ends.
 fn header(bytes: &[u8], at: usize, marker: u8) -> Option<(usize, usize)> {
     let rest = bytes.get(at..)?;
-    assert!(
-        rest.first().map_or(true, |&first| first == marker),
+    let first = *rest.first()?;
+    assert_eq!(
+        first,
+        marker,
         "the relay expects RESP arrays of bulk strings, got {:?}",
         String::from_utf8_lossy(&rest[..rest.len().min(32)])
     );
