@@ -42,9 +42,9 @@ pub async fn key_count(pool: &Pool) -> i64 {
 ///
 /// `POST /counter/incr-held` waits after its read until the test calls [`Gate::release`],
 /// so the test can act at exactly that moment (e.g. log out on the other node).
-/// `POST /counter/incr-together` waits after its read until as many requests as the gate
-/// was made [`Gate::for_together`] have read too: they all read the same session before
-/// any of them writes, so their writes conflict on every run.
+/// `POST /counter/incr-together` waits after its read until the number of requests given
+/// to [`Gate::for_together`] have read too: they all read the same session before any of
+/// them writes, so their writes conflict on every run.
 pub struct Gate {
     reached: Notify,
     release: Notify,
