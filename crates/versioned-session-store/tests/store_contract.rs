@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use actix_session::storage::{SessionKey, SessionStore, UpdateError};
+use actix_session::storage::{LoadError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration;
 use common::{key_count, pool};
 use deadpool_redis::Pool;
@@ -144,4 +144,27 @@ async fn a_key_the_stock_store_wrote_loads_as_no_session() {
         .unwrap();
 
     assert_eq!(store.load(&key).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_read_redis_refuses_is_an_error_not_a_missing_session() {
+    let (_redis, pool, store) = setup().await;
+    let key = store
+        .save(state(&[("user", "\"alice\"")]), &TTL)
+        .await
+        .unwrap();
+    // From now on Redis answers the store's read with an error (NOPERM).
+    let mut conn = pool.get().await.unwrap();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-hmget")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    // "No session" would log the user out and let the next write start a new one; an
+    // error fails the request and leaves the session as it is.
+    let loaded = store.load(&key).await;
+    assert!(matches!(loaded, Err(LoadError::Other(_))), "{loaded:?}");
 }

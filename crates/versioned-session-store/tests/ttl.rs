@@ -22,6 +22,21 @@ async fn ttl_of(pool: &Pool, store: &VersionedRedisStore, key: &SessionKey) -> i
         .unwrap()
 }
 
+/// Asserts that the key's TTL is the one just set, give or take the seconds the test took.
+async fn assert_ttl_was_set_to(
+    pool: &Pool,
+    store: &VersionedRedisStore,
+    key: &SessionKey,
+    ttl: Duration,
+) {
+    let remaining = ttl_of(pool, store, key).await;
+    let set = ttl.whole_seconds();
+    assert!(
+        (set - 10..=set).contains(&remaining),
+        "TTL {remaining} s, expected about {set} s"
+    );
+}
+
 fn user_state() -> HashMap<String, String> {
     HashMap::from([("user".to_string(), "\"alice\"".to_string())])
 }
@@ -32,24 +47,21 @@ async fn save_update_and_update_ttl_set_the_ttl() {
     let pool = pool(&redis.url(), 2);
     let store = VersionedRedisStore::new(pool.clone(), "session:");
 
-    let key = store
-        .save(user_state(), &Duration::seconds(100))
-        .await
-        .unwrap();
-    assert!((90..=100).contains(&ttl_of(&pool, &store, &key).await));
+    // Three different TTLs: each call must set its own, not keep the previous one.
+    let (on_save, on_update, on_update_ttl) = (
+        Duration::seconds(100),
+        Duration::seconds(1000),
+        Duration::seconds(5000),
+    );
+    let key = store.save(user_state(), &on_save).await.unwrap();
+    assert_ttl_was_set_to(&pool, &store, &key, on_save).await;
 
     let loaded = store.load(&key).await.unwrap().unwrap();
-    let key = store
-        .update(key, loaded, &Duration::seconds(1000))
-        .await
-        .unwrap();
-    assert!((990..=1000).contains(&ttl_of(&pool, &store, &key).await));
+    let key = store.update(key, loaded, &on_update).await.unwrap();
+    assert_ttl_was_set_to(&pool, &store, &key, on_update).await;
 
-    store
-        .update_ttl(&key, &Duration::seconds(5000))
-        .await
-        .unwrap();
-    assert!((4990..=5000).contains(&ttl_of(&pool, &store, &key).await));
+    store.update_ttl(&key, &on_update_ttl).await.unwrap();
+    assert_ttl_was_set_to(&pool, &store, &key, on_update_ttl).await;
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 //! 409 mapping the real node uses. Each test module uses a part of it.
 #![allow(dead_code)]
 
+pub mod write_hold_relay;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use deadpool_redis::{Pool, PoolConfig, Runtime};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{Barrier, Notify};
 use versioned_session_store::{conflict_in, ensure_session_id, AtomicCounter};
 
 /// A deadpool pool of up to `size` connections to `url`.
@@ -36,15 +38,35 @@ pub async fn key_count(pool: &Pool) -> i64 {
         .expect("DBSIZE")
 }
 
-/// Holds `POST /counter/incr-held` between reading the session and answering, so a test
-/// can act at exactly that moment (e.g. log out on the other node).
-#[derive(Default)]
+/// Where a test holds session writes between reading the session and answering.
+///
+/// `POST /counter/incr-held` waits after its read until the test calls [`Gate::release`],
+/// so the test can act at exactly that moment (e.g. log out on the other node).
+/// `POST /counter/incr-together` waits after its read until the number of requests given
+/// to [`Gate::for_together`] have read too: they all read the same session before any of
+/// them writes, so their writes conflict on every run.
 pub struct Gate {
     reached: Notify,
     release: Notify,
+    all_read: Barrier,
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate::for_together(1)
+    }
 }
 
 impl Gate {
+    /// A gate whose `incr-together` requests wait for `requests` of them to have read.
+    pub fn for_together(requests: usize) -> Gate {
+        Gate {
+            reached: Notify::new(),
+            release: Notify::new(),
+            all_read: Barrier::new(requests),
+        }
+    }
+
     pub async fn wait_until_reached(&self) {
         self.reached.notified().await;
     }
@@ -53,6 +75,10 @@ impl Gate {
         self.release.notify_one();
     }
 }
+
+/// How long an `incr-together` request waits for the others before answering 500: a
+/// request that never arrives must fail the test, not hang it.
+const TOGETHER_WAIT: Duration = Duration::from_secs(10);
 
 /// One node: an HttpServer on a free loopback port, stopped by [`Node::stop`] (or with
 /// the test process).
@@ -97,6 +123,7 @@ impl Node {
                 .route("/counter", web::get().to(read_counter))
                 .route("/counter/incr", web::post().to(increment))
                 .route("/counter/incr-held", web::post().to(increment_held))
+                .route("/counter/incr-together", web::post().to(increment_together))
                 .route("/counter/incr-atomic", web::post().to(increment_atomic))
         })
         .workers(2)
@@ -151,6 +178,20 @@ async fn increment_held(
     Ok(HttpResponse::Ok().json(json!({ "counter": counter })))
 }
 
+async fn increment_together(
+    session: Session,
+    gate: web::Data<Gate>,
+) -> actix_web::Result<HttpResponse> {
+    let counter = session.get::<i64>("counter")?.unwrap_or(0) + 1;
+    tokio::time::timeout(TOGETHER_WAIT, gate.all_read.wait())
+        .await
+        .map_err(|_| {
+            actix_web::error::ErrorInternalServerError("not every request read the session")
+        })?;
+    session.insert("counter", counter)?;
+    Ok(HttpResponse::Ok().json(json!({ "counter": counter })))
+}
+
 async fn increment_atomic(
     session: Session,
     counter: web::Data<AtomicCounter>,
@@ -163,14 +204,14 @@ async fn increment_atomic(
     Ok(HttpResponse::Ok().json(json!({ "counter": value })))
 }
 
+/// The session TTL the tests' counters carry.
+pub const COUNTER_TTL: Duration = Duration::from_secs(60);
+/// How long the tests' counters wait for Redis.
+pub const COUNTER_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// A counter with the settings the tests use.
 pub fn atomic_counter(pool: Pool) -> AtomicCounter {
-    AtomicCounter::new(
-        pool,
-        "session:",
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-    )
+    AtomicCounter::new(pool, "session:", COUNTER_TTL, COUNTER_TIMEOUT)
 }
 
 #[derive(Deserialize)]
