@@ -158,7 +158,7 @@ async fn a_read_redis_refuses_is_an_error_not_a_missing_session() {
     redis::cmd("ACL")
         .arg("SETUSER")
         .arg("default")
-        .arg("-hmget")
+        .arg("-hgetall")
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
