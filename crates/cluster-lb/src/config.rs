@@ -113,6 +113,14 @@ pub struct Cli {
     /// Proxy worker threads, each with its own upstream connection pool (default: number of cores).
     #[arg(long, env = "LB_WORKERS")]
     pub workers: Option<usize>,
+
+    /// Client connections the proxy serves at once; beyond it new ones are closed at once (default 10000).
+    #[arg(long, env = "LB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Connections the admin API serves at once (default 64).
+    #[arg(long, env = "LB_ADMIN_MAX_CONNECTIONS")]
+    pub admin_max_connections: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +174,8 @@ struct FileConfig {
     max_header_bytes: Option<usize>,
     shutdown_timeout_ms: Option<u64>,
     workers: Option<usize>,
+    max_connections: Option<usize>,
+    admin_max_connections: Option<usize>,
 }
 
 /// Everything the load balancer needs to start, validated.
@@ -180,6 +190,10 @@ pub struct Settings {
     /// Longest wait for in-flight requests after SIGTERM.
     pub shutdown_timeout: Duration,
     pub workers: Option<usize>,
+    /// Client connections the proxy listener serves at once.
+    pub max_connections: usize,
+    /// Connections the admin listener serves at once.
+    pub admin_max_connections: usize,
 }
 
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
@@ -207,6 +221,8 @@ impl Settings {
             health: HealthOptions::default(),
             shutdown_timeout: Duration::from_secs(30),
             workers: None,
+            max_connections: 10_000,
+            admin_max_connections: 64,
         }
     }
 
@@ -319,6 +335,12 @@ impl Settings {
             Some(0) => return Err(invalid("workers must be at least 1")),
             workers => workers,
         };
+        if let Some(max) = cli.max_connections.or(file.max_connections) {
+            settings.max_connections = at_least_one_connection("max connections", max)?;
+        }
+        if let Some(max) = cli.admin_max_connections.or(file.admin_max_connections) {
+            settings.admin_max_connections = at_least_one_connection("admin max connections", max)?;
+        }
 
         if !settings.admin_listen.ip().is_loopback() && settings.admin_token.is_none() {
             return Err(invalid(format!(
@@ -378,6 +400,14 @@ fn set_duration(slot: &mut Duration, what: &str, millis: Option<u64>) -> Result<
         }
         None => Ok(()),
     }
+}
+
+fn at_least_one_connection(what: &str, value: usize) -> Result<usize, ConfigError> {
+    // The cap is a semaphore's permit count, which has a ceiling far above any sane limit.
+    if value == 0 || value > tokio::sync::Semaphore::MAX_PERMITS {
+        return Err(invalid(format!("{what} must be at least 1, got {value}")));
+    }
+    Ok(value)
 }
 
 fn at_least_one(what: &str, value: u32) -> Result<u32, ConfigError> {

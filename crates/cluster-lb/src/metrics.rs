@@ -23,6 +23,9 @@ pub struct Metrics {
     pub retries: IntCounter,
     pub retries_refused: IntCounter,
     pub request_duration: Histogram,
+    pub connections_open: IntGaugeVec,
+    pub connections_refused: IntCounterVec,
+    pub accept_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -98,9 +101,33 @@ impl Metrics {
                 ]),
             )
             .expect(STATIC),
+            connections_open: IntGaugeVec::new(
+                Opts::new(
+                    "lb_connections_open",
+                    "Client connections open now, by listener.",
+                ),
+                &["listener"],
+            )
+            .expect(STATIC),
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "lb_connections_refused_total",
+                    "Client connections closed at once because the listener's connection limit was reached.",
+                ),
+                &["listener"],
+            )
+            .expect(STATIC),
+            accept_errors: IntCounterVec::new(
+                Opts::new(
+                    "lb_accept_errors_total",
+                    "Failed accepts (e.g. out of file descriptors), by listener.",
+                ),
+                &["listener"],
+            )
+            .expect(STATIC),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
             Box::new(metrics.upstream_errors.clone()),
             Box::new(metrics.backend_requests.clone()),
             Box::new(metrics.backend_failures.clone()),
@@ -110,6 +137,9 @@ impl Metrics {
             Box::new(metrics.retries.clone()),
             Box::new(metrics.retries_refused.clone()),
             Box::new(metrics.request_duration.clone()),
+            Box::new(metrics.connections_open.clone()),
+            Box::new(metrics.connections_refused.clone()),
+            Box::new(metrics.accept_errors.clone()),
         ];
         for collector in collectors {
             metrics
