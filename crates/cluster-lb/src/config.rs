@@ -102,6 +102,18 @@ pub struct Cli {
     #[arg(long, env = "LB_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
 
+    /// Longest time to receive a whole request body; slower -> 408 (default 30000).
+    #[arg(long, env = "LB_BODY_TIMEOUT_MS")]
+    pub body_timeout_ms: Option<u64>,
+
+    /// Longest wait for the next chunk of a request body; longer -> 408 (default 10000).
+    #[arg(long, env = "LB_BODY_IDLE_TIMEOUT_MS")]
+    pub body_idle_timeout_ms: Option<u64>,
+
+    /// Memory all buffered request bodies may take together; beyond it -> 503 (default 64 MiB).
+    #[arg(long, env = "LB_MAX_BUFFERED_BODY_BYTES")]
+    pub max_buffered_body_bytes: Option<usize>,
+
     /// Largest total size of the request headers; larger -> 431 (default 32 KiB).
     #[arg(long, env = "LB_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
@@ -171,6 +183,9 @@ struct FileConfig {
     pool_idle_timeout_ms: Option<u64>,
     client_timeout_ms: Option<u64>,
     max_body_bytes: Option<usize>,
+    body_timeout_ms: Option<u64>,
+    body_idle_timeout_ms: Option<u64>,
+    max_buffered_body_bytes: Option<usize>,
     max_header_bytes: Option<usize>,
     shutdown_timeout_ms: Option<u64>,
     workers: Option<usize>,
@@ -295,6 +310,25 @@ impl Settings {
         )?;
         if let Some(bytes) = cli.max_body_bytes.or(file.max_body_bytes) {
             proxy.max_body_bytes = bytes;
+        }
+        set_duration(
+            &mut proxy.body_timeout,
+            "body timeout",
+            cli.body_timeout_ms.or(file.body_timeout_ms),
+        )?;
+        set_duration(
+            &mut proxy.body_idle_timeout,
+            "body idle timeout",
+            cli.body_idle_timeout_ms.or(file.body_idle_timeout_ms),
+        )?;
+        if let Some(bytes) = cli.max_buffered_body_bytes.or(file.max_buffered_body_bytes) {
+            proxy.max_buffered_body_bytes = bytes;
+        }
+        if proxy.max_buffered_body_bytes < proxy.max_body_bytes {
+            return Err(invalid(format!(
+                "max buffered body bytes ({}) must be at least max body bytes ({})",
+                proxy.max_buffered_body_bytes, proxy.max_body_bytes
+            )));
         }
         if let Some(bytes) = cli.max_header_bytes.or(file.max_header_bytes) {
             if bytes < 1024 {

@@ -25,6 +25,7 @@ use crate::config::Settings;
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyOptions};
+use crate::request_body::BodyBudget;
 use crate::server::{self, Listener};
 
 /// What every worker shares.
@@ -36,6 +37,8 @@ struct Shared {
     /// The proxy listener's settings; its connection cap counts across all workers.
     proxy_listener: Listener,
     admin_listener: Listener,
+    /// The memory all workers' buffered request bodies may take together.
+    body_budget: Arc<BodyBudget>,
 }
 
 /// Longest wait for an admin request head; admin clients are scripts and probes, never slow.
@@ -66,6 +69,7 @@ fn start_backends(settings: &Settings) -> Shared {
             ADMIN_CLIENT_TIMEOUT,
             settings.admin_max_connections,
         ),
+        body_budget: BodyBudget::new(settings.proxy.max_buffered_body_bytes),
     }
 }
 
@@ -77,7 +81,12 @@ async fn serve_proxy(
     grace: Duration,
 ) {
     let metrics = Arc::clone(&shared.metrics);
-    let proxy = Arc::new(Proxy::new(shared.backends, options, shared.metrics));
+    let proxy = Arc::new(Proxy::new(
+        shared.backends,
+        options,
+        shared.metrics,
+        shared.body_budget,
+    ));
     server::serve(
         listener,
         shared.proxy_listener,

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub connections_open: IntGaugeVec,
     pub connections_refused: IntCounterVec,
     pub accept_errors: IntCounterVec,
+    pub request_bodies_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -125,9 +126,17 @@ impl Metrics {
                 &["listener"],
             )
             .expect(STATIC),
+            request_bodies_refused: IntCounterVec::new(
+                Opts::new(
+                    "lb_request_bodies_refused_total",
+                    "Request bodies not forwarded: too_large (413), timeout (408), over_budget (503), unreadable (400).",
+                ),
+                &["reason"],
+            )
+            .expect(STATIC),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(metrics.upstream_errors.clone()),
             Box::new(metrics.backend_requests.clone()),
             Box::new(metrics.backend_failures.clone()),
@@ -140,6 +149,7 @@ impl Metrics {
             Box::new(metrics.connections_open.clone()),
             Box::new(metrics.connections_refused.clone()),
             Box::new(metrics.accept_errors.clone()),
+            Box::new(metrics.request_bodies_refused.clone()),
         ];
         for collector in collectors {
             metrics
