@@ -41,6 +41,9 @@ use crate::sticky;
 use crate::upgrade;
 use crate::upstream::{Lease, Upstream, UpstreamError};
 
+/// Longest request target (path and query); longer -> 414. nginx's default line buffer.
+const MAX_URI_BYTES: usize = 8 * 1024;
+
 /// Everything that shapes how requests are proxied.
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
@@ -249,6 +252,17 @@ impl Proxy {
         mut request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Prepared, Response<ProxyBody>> {
+        if request
+            .uri()
+            .path_and_query()
+            .map_or(0, |pq| pq.as_str().len())
+            > MAX_URI_BYTES
+        {
+            return Err(body::error(
+                StatusCode::URI_TOO_LONG,
+                "request URI too long",
+            ));
+        }
         if head_size(&request) > self.options.max_header_bytes {
             return Err(body::error(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
