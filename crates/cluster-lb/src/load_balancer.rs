@@ -41,7 +41,8 @@ struct Shared {
     body_budget: Arc<BodyBudget>,
 }
 
-/// Longest wait for an admin request head; admin clients are scripts and probes, never slow.
+/// Longest wait for an admin request head (or the proxy's client timeout, if shorter): admin
+/// clients are scripts and probes, never slow.
 const ADMIN_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Creates the backend set and starts each backend's health checks on the current runtime.
@@ -66,7 +67,7 @@ fn start_backends(settings: &Settings) -> Shared {
         ),
         admin_listener: Listener::new(
             "admin",
-            ADMIN_CLIENT_TIMEOUT,
+            ADMIN_CLIENT_TIMEOUT.min(settings.proxy.client_timeout),
             settings.admin_max_connections,
         ),
         body_budget: BodyBudget::new(settings.proxy.max_buffered_body_bytes),

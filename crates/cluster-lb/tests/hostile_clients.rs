@@ -8,6 +8,8 @@ mod common;
 
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use common::{connect_and_send, metric, read_until_closed, settings_for, Lb, TestBackend};
 
 /// The client timeout these tests configure: short, so a hang and a close are far apart.
@@ -42,6 +44,81 @@ async fn silent_and_partial_connections_are_closed_after_the_client_timeout() {
             "a connection that sent {:?} was still open after {CLOSED_WITHIN:?}",
             String::from_utf8_lossy(opening)
         );
+    }
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn a_head_trickled_a_byte_at_a_time_is_cut_off_at_the_client_timeout() {
+    let backend = TestBackend::start("a").await;
+    let lb = lb_with_short_client_timeout(&backend).await;
+    let stream = connect_and_send(lb.addr, b"G").await;
+    let (mut reader, mut writer) = stream.into_split();
+    // A byte every 50 ms: never idle for long, but the head never completes.
+    let trickle = tokio::spawn(async move {
+        for byte in b"ET / HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .chain([b'y'; 200].iter())
+        {
+            if writer.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut received = Vec::new();
+    let closed = tokio::time::timeout(CLOSED_WITHIN, reader.read_to_end(&mut received)).await;
+    trickle.abort();
+    assert!(
+        closed.is_ok(),
+        "a trickled head kept its connection past {CLOSED_WITHIN:?}"
+    );
+    assert_eq!(backend.requests(), 0);
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_listener_has_the_same_deadline_and_cap() {
+    const ADMIN_CAP: usize = 5;
+    let backend = TestBackend::start("a").await;
+    let mut settings = settings_for(&[&backend]);
+    settings.proxy.client_timeout = CLIENT_TIMEOUT;
+    settings.admin_max_connections = ADMIN_CAP;
+    let lb = Lb::start(settings).await;
+
+    let mut silent = Vec::new();
+    for _ in 0..ADMIN_CAP {
+        silent.push(connect_and_send(lb.admin, b"").await);
+    }
+    // Accepted in order: once a request behind them is answered, all of them hold a slot.
+    let response = common::client()
+        .get(lb.url("/during"))
+        .send()
+        .await
+        .expect("proxy");
+    assert_eq!(response.status(), 200, "the proxy serves on");
+    let mut over = connect_and_send(lb.admin, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (received, _) = read_until_closed(&mut over, Duration::from_secs(1))
+        .await
+        .expect("an admin connection over the cap is closed at once");
+    assert!(
+        received.is_empty(),
+        "an admin connection over the cap was served"
+    );
+
+    for stream in &mut silent {
+        assert!(
+            read_until_closed(stream, CLOSED_WITHIN).await.is_some(),
+            "a silent admin connection was still open after {CLOSED_WITHIN:?}"
+        );
+    }
+    let deadline = tokio::time::Instant::now() + CLOSED_WITHIN;
+    while metric(&lb, r#"lb_connections_refused_total{listener="admin"}"#).await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the admin API did not come back, or did not count the refusal"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     lb.stop().await;
 }
