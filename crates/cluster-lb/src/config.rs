@@ -450,3 +450,50 @@ fn at_least_one(what: &str, value: u32) -> Result<u32, ConfigError> {
     }
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Settings, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("cluster-lb").chain(args.iter().copied()))
+            .map_err(|e| invalid(e.to_string()))?;
+        Settings::from_cli(&cli)
+    }
+
+    #[test]
+    fn connection_caps_and_body_deadlines_have_defaults_and_flags() {
+        let defaults = settings(&[]).unwrap();
+        assert_eq!(defaults.max_connections, 10_000);
+        assert_eq!(defaults.admin_max_connections, 64);
+        assert_eq!(defaults.proxy.body_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.proxy.body_idle_timeout, Duration::from_secs(10));
+
+        let set = settings(&[
+            "--max-connections=20",
+            "--admin-max-connections=3",
+            "--body-timeout-ms=1500",
+            "--body-idle-timeout-ms=200",
+            "--max-buffered-body-bytes=2097152",
+        ])
+        .unwrap();
+        assert_eq!(set.max_connections, 20);
+        assert_eq!(set.admin_max_connections, 3);
+        assert_eq!(set.proxy.body_timeout, Duration::from_millis(1500));
+        assert_eq!(set.proxy.body_idle_timeout, Duration::from_millis(200));
+        assert_eq!(set.proxy.max_buffered_body_bytes, 2 * 1024 * 1024);
+    }
+
+    #[test]
+    fn impossible_caps_and_budgets_are_refused() {
+        for args in [
+            &["--max-connections=0"][..],
+            &["--admin-max-connections=0"],
+            &["--body-idle-timeout-ms=0"],
+            &["--max-buffered-body-bytes=1000"],
+        ] {
+            let error = settings(args).expect_err("refused").to_string();
+            assert!(!error.contains('\n'), "one line: {error}");
+        }
+    }
+}

@@ -49,11 +49,6 @@ impl BodyBudget {
         })
     }
 
-    /// Bytes reserved right now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-
     fn take(&self, bytes: usize) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -202,4 +197,31 @@ pub async fn read(
         bytes: buffer.freeze(),
         _reservation: reservation,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_stay_within_the_budget_and_give_their_bytes_back() {
+        let budget = BodyBudget::new(100);
+        let mut first = Reservation {
+            budget: Arc::clone(&budget),
+            bytes: 0,
+        };
+        assert!(first.grow_to(60));
+        assert!(first.grow_to(40), "shrinking keeps what is held");
+        let mut second = Reservation {
+            budget: Arc::clone(&budget),
+            bytes: 0,
+        };
+        assert!(!second.grow_to(41), "60 + 41 is over 100");
+        assert!(second.grow_to(40));
+        assert_eq!(budget.used.load(Ordering::Relaxed), 100);
+        drop(first);
+        assert_eq!(budget.used.load(Ordering::Relaxed), 40);
+        drop(second);
+        assert_eq!(budget.used.load(Ordering::Relaxed), 0);
+    }
 }
