@@ -13,7 +13,8 @@
 //! accepted and closed at once, so the client learns immediately instead of waiting in the
 //! kernel's backlog, and the open connections are served as before; refusals are counted in
 //! `lb_connections_refused_total` and logged at most once a second. A failed accept (e.g. out
-//! of file descriptors) is counted and backed off, never spun on.
+//! of file descriptors) is counted and backed off, never spun on. A connection upgraded to a
+//! WebSocket tunnel leaves this count once the upgrade is done (the tunnel is `upgrade.rs`'s).
 //!
 //! On shutdown it stops accepting at once (the listening socket is closed, so new connections
 //! are refused), asks every open connection to finish the request it is serving and close, and
