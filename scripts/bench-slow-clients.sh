@@ -31,8 +31,10 @@ fi
 WORK=$(mktemp -d /tmp/bench-slow-clients.XXXXXX)
 declare -A PIDS=()
 cleanup() {
-  for name in "${!PIDS[@]}"; do kill -9 "${PIDS[$name]}" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for name in "${!PIDS[@]}"; do
+    kill -9 "${PIDS[$name]}" 2>/dev/null || true
+    wait "${PIDS[$name]}" 2>/dev/null || true
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
