@@ -152,8 +152,9 @@ impl BodyError {
     }
 }
 
-/// Reads `incoming` to its end within `limits`, drawing on `budget` as bytes arrive (at once
-/// for a declared Content-Length).
+/// Reads `incoming` to its end within `limits`, drawing on `budget` as bytes arrive. Not at
+/// once for a declared Content-Length: then a few connections that only declare large bodies
+/// would shut every upload out for free; this way the budget costs what it protects.
 pub async fn read(
     mut incoming: Incoming,
     limits: BodyLimits,
@@ -167,11 +168,8 @@ pub async fn read(
         budget: Arc::clone(budget),
         bytes: 0,
     };
-    if !reservation.grow_to(declared as usize) {
-        return Err(BodyError::OverBudget);
-    }
-
     let deadline = Instant::now() + limits.timeout;
+    // Address space only: pages are touched, and count, as the bytes arrive.
     let mut buffer = BytesMut::with_capacity(declared as usize);
     loop {
         let next_chunk_by = deadline.min(Instant::now() + limits.idle_timeout);

@@ -88,7 +88,7 @@ async fn held_bodies_cannot_exceed_the_budget_and_other_requests_pass() {
     settings.proxy.max_buffered_body_bytes = 2 * MAX_BODY;
     let lb = Lb::start(settings).await;
 
-    // Two uploads stalled one byte short of the largest body fill the budget.
+    // Two uploads stalled one byte short of the largest body fill the budget but two bytes.
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut request = post_head(MAX_BODY);
@@ -97,7 +97,8 @@ async fn held_bodies_cannot_exceed_the_budget_and_other_requests_pass() {
     }
 
     let http = client();
-    let small_post = || http.post(lb.url("/small")).body("{}").send();
+    // 1 KiB: more than the two bytes the held uploads leave free.
+    let small_post = || http.post(lb.url("/small")).body(vec![b'x'; 1024]).send();
     let deadline = tokio::time::Instant::now() + ANSWERED_WITHIN;
     let refused = loop {
         let response = small_post().await.expect("POST answered");
@@ -127,5 +128,36 @@ async fn held_bodies_cannot_exceed_the_budget_and_other_requests_pass() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn declaring_large_bodies_without_sending_them_takes_no_budget() {
+    const MAX_BODY: usize = 64 * 1024;
+    let backend = TestBackend::start("a").await;
+    let mut settings = settings_for(&[&backend]);
+    settings.proxy.max_body_bytes = MAX_BODY;
+    settings.proxy.max_buffered_body_bytes = 2 * MAX_BODY;
+    let lb = Lb::start(settings).await;
+
+    let mut declared_only = Vec::new();
+    for _ in 0..3 {
+        declared_only.push(connect_and_send(lb.addr, &post_head(MAX_BODY)).await);
+    }
+    let http = client();
+    for _ in 0..5 {
+        let response = http
+            .post(lb.url("/small"))
+            .body(vec![b'x'; 1024])
+            .send()
+            .await
+            .expect("POST answered");
+        assert_eq!(
+            response.status(),
+            200,
+            "uploads shut out by declarations alone"
+        );
+    }
+    drop(declared_only);
     lb.stop().await;
 }
