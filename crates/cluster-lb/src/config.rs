@@ -102,6 +102,18 @@ pub struct Cli {
     #[arg(long, env = "LB_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
 
+    /// Longest time to receive a whole request body; slower -> 408 (default 30000).
+    #[arg(long, env = "LB_BODY_TIMEOUT_MS")]
+    pub body_timeout_ms: Option<u64>,
+
+    /// Longest wait for the next chunk of a request body; longer -> 408 (default 10000).
+    #[arg(long, env = "LB_BODY_IDLE_TIMEOUT_MS")]
+    pub body_idle_timeout_ms: Option<u64>,
+
+    /// Memory all buffered request bodies may take together; beyond it -> 503 (default 64 MiB).
+    #[arg(long, env = "LB_MAX_BUFFERED_BODY_BYTES")]
+    pub max_buffered_body_bytes: Option<usize>,
+
     /// Largest total size of the request headers; larger -> 431 (default 32 KiB).
     #[arg(long, env = "LB_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
@@ -113,6 +125,14 @@ pub struct Cli {
     /// Proxy worker threads, each with its own upstream connection pool (default: number of cores).
     #[arg(long, env = "LB_WORKERS")]
     pub workers: Option<usize>,
+
+    /// Client connections the proxy serves at once; beyond it new ones are closed at once (default 10000).
+    #[arg(long, env = "LB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Connections the admin API serves at once (default 64).
+    #[arg(long, env = "LB_ADMIN_MAX_CONNECTIONS")]
+    pub admin_max_connections: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,9 +183,14 @@ struct FileConfig {
     pool_idle_timeout_ms: Option<u64>,
     client_timeout_ms: Option<u64>,
     max_body_bytes: Option<usize>,
+    body_timeout_ms: Option<u64>,
+    body_idle_timeout_ms: Option<u64>,
+    max_buffered_body_bytes: Option<usize>,
     max_header_bytes: Option<usize>,
     shutdown_timeout_ms: Option<u64>,
     workers: Option<usize>,
+    max_connections: Option<usize>,
+    admin_max_connections: Option<usize>,
 }
 
 /// Everything the load balancer needs to start, validated.
@@ -180,6 +205,10 @@ pub struct Settings {
     /// Longest wait for in-flight requests after SIGTERM.
     pub shutdown_timeout: Duration,
     pub workers: Option<usize>,
+    /// Client connections the proxy listener serves at once.
+    pub max_connections: usize,
+    /// Connections the admin listener serves at once.
+    pub admin_max_connections: usize,
 }
 
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
@@ -207,6 +236,8 @@ impl Settings {
             health: HealthOptions::default(),
             shutdown_timeout: Duration::from_secs(30),
             workers: None,
+            max_connections: 10_000,
+            admin_max_connections: 64,
         }
     }
 
@@ -280,6 +311,25 @@ impl Settings {
         if let Some(bytes) = cli.max_body_bytes.or(file.max_body_bytes) {
             proxy.max_body_bytes = bytes;
         }
+        set_duration(
+            &mut proxy.body_timeout,
+            "body timeout",
+            cli.body_timeout_ms.or(file.body_timeout_ms),
+        )?;
+        set_duration(
+            &mut proxy.body_idle_timeout,
+            "body idle timeout",
+            cli.body_idle_timeout_ms.or(file.body_idle_timeout_ms),
+        )?;
+        if let Some(bytes) = cli.max_buffered_body_bytes.or(file.max_buffered_body_bytes) {
+            proxy.max_buffered_body_bytes = bytes;
+        }
+        if proxy.max_buffered_body_bytes < proxy.max_body_bytes {
+            return Err(invalid(format!(
+                "max buffered body bytes ({}) must be at least max body bytes ({})",
+                proxy.max_buffered_body_bytes, proxy.max_body_bytes
+            )));
+        }
         if let Some(bytes) = cli.max_header_bytes.or(file.max_header_bytes) {
             if bytes < 1024 {
                 return Err(invalid(format!(
@@ -319,6 +369,12 @@ impl Settings {
             Some(0) => return Err(invalid("workers must be at least 1")),
             workers => workers,
         };
+        if let Some(max) = cli.max_connections.or(file.max_connections) {
+            settings.max_connections = at_least_one_connection("max connections", max)?;
+        }
+        if let Some(max) = cli.admin_max_connections.or(file.admin_max_connections) {
+            settings.admin_max_connections = at_least_one_connection("admin max connections", max)?;
+        }
 
         if !settings.admin_listen.ip().is_loopback() && settings.admin_token.is_none() {
             return Err(invalid(format!(
@@ -380,9 +436,64 @@ fn set_duration(slot: &mut Duration, what: &str, millis: Option<u64>) -> Result<
     }
 }
 
+fn at_least_one_connection(what: &str, value: usize) -> Result<usize, ConfigError> {
+    // The cap is a semaphore's permit count, which has a ceiling far above any sane limit.
+    if value == 0 || value > tokio::sync::Semaphore::MAX_PERMITS {
+        return Err(invalid(format!("{what} must be at least 1, got {value}")));
+    }
+    Ok(value)
+}
+
 fn at_least_one(what: &str, value: u32) -> Result<u32, ConfigError> {
     if value == 0 {
         return Err(invalid(format!("{what} must be at least 1")));
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Settings, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("cluster-lb").chain(args.iter().copied()))
+            .map_err(|e| invalid(e.to_string()))?;
+        Settings::from_cli(&cli)
+    }
+
+    #[test]
+    fn connection_caps_and_body_deadlines_have_defaults_and_flags() {
+        let defaults = settings(&[]).unwrap();
+        assert_eq!(defaults.max_connections, 10_000);
+        assert_eq!(defaults.admin_max_connections, 64);
+        assert_eq!(defaults.proxy.body_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.proxy.body_idle_timeout, Duration::from_secs(10));
+
+        let set = settings(&[
+            "--max-connections=20",
+            "--admin-max-connections=3",
+            "--body-timeout-ms=1500",
+            "--body-idle-timeout-ms=200",
+            "--max-buffered-body-bytes=2097152",
+        ])
+        .unwrap();
+        assert_eq!(set.max_connections, 20);
+        assert_eq!(set.admin_max_connections, 3);
+        assert_eq!(set.proxy.body_timeout, Duration::from_millis(1500));
+        assert_eq!(set.proxy.body_idle_timeout, Duration::from_millis(200));
+        assert_eq!(set.proxy.max_buffered_body_bytes, 2 * 1024 * 1024);
+    }
+
+    #[test]
+    fn impossible_caps_and_budgets_are_refused() {
+        for args in [
+            &["--max-connections=0"][..],
+            &["--admin-max-connections=0"],
+            &["--body-idle-timeout-ms=0"],
+            &["--max-buffered-body-bytes=1000"],
+        ] {
+            let error = settings(args).expect_err("refused").to_string();
+            assert!(!error.contains('\n'), "one line: {error}");
+        }
+    }
 }

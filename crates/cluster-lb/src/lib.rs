@@ -2,8 +2,8 @@
 //!
 //! Reading order: [`proxy`] (the request path) uses [`balancer`] to choose among the backends
 //! of [`backend_set`] (scored by [`peak_ewma`], optionally pinned by [`sticky`]), [`retry`] to
-//! decide what may be sent again, [`hop_by_hop`] / [`forwarded`] for headers, [`body`] to stream
-//! responses and [`upgrade`] for WebSocket tunnels. [`health`] keeps each [`backend`]'s state
+//! decide what may be sent again, [`hop_by_hop`] / [`forwarded`] for headers, [`request_body`]
+//! to buffer request bodies, [`body`] to stream responses and [`upgrade`] for WebSocket tunnels. [`health`] keeps each [`backend`]'s state
 //! honest; [`admin`] and [`metrics`] expose it. [`config`], [`server`], [`shutdown`], [`probe`]
 //! and [`load_balancer`] are the process around it.
 
@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod peak_ewma;
 pub mod probe;
 pub mod proxy;
+pub mod request_body;
 pub mod retry;
 pub mod server;
 pub mod shutdown;

@@ -25,7 +25,8 @@ use crate::config::Settings;
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyOptions};
-use crate::server;
+use crate::request_body::BodyBudget;
+use crate::server::{self, Listener};
 
 /// What every worker shares.
 #[derive(Clone)]
@@ -33,7 +34,16 @@ struct Shared {
     metrics: Arc<Metrics>,
     backends: Arc<BackendSet>,
     checker: HealthChecker,
+    /// The proxy listener's settings; its connection cap counts across all workers.
+    proxy_listener: Listener,
+    admin_listener: Listener,
+    /// The memory all workers' buffered request bodies may take together.
+    body_budget: Arc<BodyBudget>,
 }
+
+/// Longest wait for an admin request head (or the proxy's client timeout, if shorter): admin
+/// clients are scripts and probes, never slow.
+const ADMIN_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Creates the backend set and starts each backend's health checks on the current runtime.
 fn start_backends(settings: &Settings) -> Shared {
@@ -50,6 +60,17 @@ fn start_backends(settings: &Settings) -> Shared {
         metrics,
         backends,
         checker,
+        proxy_listener: Listener::new(
+            "proxy",
+            settings.proxy.client_timeout,
+            settings.max_connections,
+        ),
+        admin_listener: Listener::new(
+            "admin",
+            ADMIN_CLIENT_TIMEOUT.min(settings.proxy.client_timeout),
+            settings.admin_max_connections,
+        ),
+        body_budget: BodyBudget::new(settings.proxy.max_buffered_body_bytes),
     }
 }
 
@@ -60,11 +81,17 @@ async fn serve_proxy(
     stopped: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let client_timeout = options.client_timeout;
-    let proxy = Arc::new(Proxy::new(shared.backends, options, shared.metrics));
+    let metrics = Arc::clone(&shared.metrics);
+    let proxy = Arc::new(Proxy::new(
+        shared.backends,
+        options,
+        shared.metrics,
+        shared.body_budget,
+    ));
     server::serve(
         listener,
-        server::http1(client_timeout),
+        shared.proxy_listener,
+        &metrics,
         move |request, peer| Arc::clone(&proxy).handle(request, peer),
         wait_for_stop(stopped),
         grace,
@@ -78,6 +105,7 @@ async fn serve_admin(
     listener: TcpListener,
     stopped: watch::Receiver<bool>,
 ) {
+    let metrics = Arc::clone(&shared.metrics);
     let admin = Arc::new(Admin::new(
         shared.backends,
         shared.checker,
@@ -86,7 +114,8 @@ async fn serve_admin(
     ));
     server::serve(
         listener,
-        server::http1(Duration::from_secs(10)),
+        shared.admin_listener,
+        &metrics,
         move |request, _peer| Arc::clone(&admin).handle(request),
         wait_for_stop(stopped),
         Duration::from_secs(1),

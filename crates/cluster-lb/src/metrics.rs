@@ -23,6 +23,10 @@ pub struct Metrics {
     pub retries: IntCounter,
     pub retries_refused: IntCounter,
     pub request_duration: Histogram,
+    pub connections_open: IntGaugeVec,
+    pub connections_refused: IntCounterVec,
+    pub accept_errors: IntCounterVec,
+    pub request_bodies_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -98,9 +102,41 @@ impl Metrics {
                 ]),
             )
             .expect(STATIC),
+            connections_open: IntGaugeVec::new(
+                Opts::new(
+                    "lb_connections_open",
+                    "Client connections open now, by listener.",
+                ),
+                &["listener"],
+            )
+            .expect(STATIC),
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "lb_connections_refused_total",
+                    "Client connections closed at once because the listener's connection limit was reached.",
+                ),
+                &["listener"],
+            )
+            .expect(STATIC),
+            accept_errors: IntCounterVec::new(
+                Opts::new(
+                    "lb_accept_errors_total",
+                    "Failed accepts (e.g. out of file descriptors), by listener.",
+                ),
+                &["listener"],
+            )
+            .expect(STATIC),
+            request_bodies_refused: IntCounterVec::new(
+                Opts::new(
+                    "lb_request_bodies_refused_total",
+                    "Request bodies not forwarded: too_large (413), timeout (408), over_budget (503), unreadable (400).",
+                ),
+                &["reason"],
+            )
+            .expect(STATIC),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(metrics.upstream_errors.clone()),
             Box::new(metrics.backend_requests.clone()),
             Box::new(metrics.backend_failures.clone()),
@@ -110,6 +146,10 @@ impl Metrics {
             Box::new(metrics.retries.clone()),
             Box::new(metrics.retries_refused.clone()),
             Box::new(metrics.request_duration.clone()),
+            Box::new(metrics.connections_open.clone()),
+            Box::new(metrics.connections_refused.clone()),
+            Box::new(metrics.accept_errors.clone()),
+            Box::new(metrics.request_bodies_refused.clone()),
         ];
         for collector in collectors {
             metrics

@@ -12,13 +12,16 @@
 //! retries: a streamed body is gone once sent. It costs memory per in-flight upload and adds
 //! the upload time before the first byte reaches a backend; the cluster's JSON API sends small
 //! bodies, so replayability wins here. A proxy for large uploads would stream and not retry.
+//! Buffering is bounded (`request_body.rs`): a body must arrive within `body_timeout`, with no
+//! gap over `body_idle_timeout` (else 408), and all bodies being buffered share one budget of
+//! `max_buffered_body_bytes` (64 MiB by default; beyond it 503 with `Retry-After`), so slow or
+//! stalled uploads cannot hold unbounded memory.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
@@ -34,10 +37,14 @@ use crate::forwarded::{self, TrustedProxies, X_REQUEST_ID};
 use crate::health;
 use crate::hop_by_hop;
 use crate::metrics::Metrics;
+use crate::request_body::{self, BodyBudget, BodyLimits, BufferedBody};
 use crate::retry::{self, Decision, Outcome, RetryBudget};
 use crate::sticky;
 use crate::upgrade;
 use crate::upstream::{self, Lease, Upstream, UpstreamError};
+
+/// Longest request target (path and query); longer -> 414. nginx's default line buffer.
+const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// Everything that shapes how requests are proxied.
 #[derive(Debug, Clone)]
@@ -57,6 +64,12 @@ pub struct ProxyOptions {
     /// A client connection may be idle, or slow to send a request head, this long.
     pub client_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Longest time to receive a whole request body (then 408).
+    pub body_timeout: Duration,
+    /// Longest wait for the next chunk of a request body (then 408).
+    pub body_idle_timeout: Duration,
+    /// Bytes all buffered request bodies may take together (then 503).
+    pub max_buffered_body_bytes: usize,
     pub max_header_bytes: usize,
 }
 
@@ -72,6 +85,11 @@ impl Default for ProxyOptions {
             client_timeout: Duration::from_secs(30),
             // nginx's client_max_body_size.
             max_body_bytes: 1024 * 1024,
+            // nginx's client_body_timeout (between two reads) is 60 s; a JSON API needs far less.
+            body_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(10),
+            // 64 bodies of the largest size.
+            max_buffered_body_bytes: 64 * 1024 * 1024,
             // nginx's large_client_header_buffers (4 x 8k).
             max_header_bytes: 32 * 1024,
         }
@@ -88,6 +106,8 @@ pub struct Proxy {
     trusted: TrustedProxies,
     options: ProxyOptions,
     metrics: Arc<Metrics>,
+    /// Shared by every worker: the memory all buffered request bodies may take.
+    body_budget: Arc<BodyBudget>,
     /// Responses by status class 1xx..5xx, looked up once.
     responses: [IntCounter; 5],
 }
@@ -97,13 +117,18 @@ struct Prepared {
     method: hyper::Method,
     path_and_query: hyper::http::uri::PathAndQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: BufferedBody,
     request_id: HeaderValue,
     client_upgrade: Option<OnUpgrade>,
 }
 
 impl Proxy {
-    pub fn new(backends: Arc<BackendSet>, options: ProxyOptions, metrics: Arc<Metrics>) -> Proxy {
+    pub fn new(
+        backends: Arc<BackendSet>,
+        options: ProxyOptions,
+        metrics: Arc<Metrics>,
+        body_budget: Arc<BodyBudget>,
+    ) -> Proxy {
         let upstream = Upstream::new(options.connect_timeout, options.pool_idle_timeout);
         let responses = ["1xx", "2xx", "3xx", "4xx", "5xx"]
             .map(|class| metrics.responses.with_label_values(&[class]));
@@ -115,6 +140,7 @@ impl Proxy {
             upstream,
             options,
             metrics,
+            body_budget,
             responses,
         }
     }
@@ -250,6 +276,17 @@ impl Proxy {
         mut request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Prepared, Response<ProxyBody>> {
+        if request
+            .uri()
+            .path_and_query()
+            .map_or(0, |pq| pq.as_str().len())
+            > MAX_URI_BYTES
+        {
+            return Err(body::error(
+                StatusCode::URI_TOO_LONG,
+                "request URI too long",
+            ));
+        }
         if head_size(&request) > self.options.max_header_bytes {
             return Err(body::error(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -278,22 +315,19 @@ impl Proxy {
         hop_by_hop::strip_keeping_upgrade(&mut parts.headers, upgrade_protocol);
         let request_id = forwarded::apply(&mut parts.headers, peer, &self.trusted);
 
-        let body = match Limited::new(incoming, self.options.max_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(body::error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large",
-                ));
-            }
-            Err(_) => {
-                return Err(body::error(
-                    StatusCode::BAD_REQUEST,
-                    "request body could not be read",
-                ))
+        let limits = BodyLimits {
+            max_bytes: self.options.max_body_bytes,
+            timeout: self.options.body_timeout,
+            idle_timeout: self.options.body_idle_timeout,
+        };
+        let body = match request_body::read(incoming, limits, &self.body_budget).await {
+            Ok(body) => body,
+            Err(refused) => {
+                self.metrics
+                    .request_bodies_refused
+                    .with_label_values(&[refused.as_str()])
+                    .inc();
+                return Err(with_id(refused.response(), &request_id));
             }
         };
         let path_and_query = parts
@@ -319,7 +353,7 @@ impl Proxy {
         may_reuse: bool,
     ) -> Result<(Response<Incoming>, Lease, Duration), (Outcome, Option<UpstreamError>, Duration)>
     {
-        let mut request = Request::new(Full::new(prepared.body.clone()));
+        let mut request = Request::new(Full::new(prepared.body.bytes.clone()));
         *request.method_mut() = prepared.method.clone();
         *request.uri_mut() = Uri::from(prepared.path_and_query.clone());
         *request.version_mut() = Version::HTTP_11;

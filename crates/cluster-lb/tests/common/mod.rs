@@ -585,3 +585,43 @@ async fn pump(
         }
     }
 }
+
+/// The value of one series in the admin API's `/metrics`, e.g.
+/// `lb_connections_open{listener="proxy"}`; 0 when it is not there yet.
+pub async fn metric(lb: &Lb, series: &str) -> f64 {
+    let text = match client().get(lb.admin_url("/metrics")).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => return 0.0,
+    };
+    text.lines()
+        .filter_map(|line| line.strip_prefix(series))
+        .filter_map(|rest| rest.strip_prefix(' '))
+        .find_map(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Opens a connection to `addr` and sends `bytes` (maybe none), leaving it open.
+pub async fn connect_and_send(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    stream
+}
+
+/// Reads until the server closes the connection (EOF or reset) and returns what arrived and how
+/// long the close took; `None` when it was still open after `limit`.
+pub async fn read_until_closed(
+    stream: &mut TcpStream,
+    limit: Duration,
+) -> Option<(Vec<u8>, Duration)> {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let left = limit.checked_sub(started.elapsed())?;
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some((received, started.elapsed())),
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+            Err(_) => return None,
+        }
+    }
+}

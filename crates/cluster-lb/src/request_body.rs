@@ -1,0 +1,225 @@
+//! Reading a client's request body into memory, bounded in time and in memory.
+//!
+//! The proxy buffers bodies so a request can be replayed on another backend (see `proxy.rs`).
+//! A buffered body is an easy target: a client can send a body a byte every few seconds, or
+//! stop one byte short of its Content-Length, and hold the memory and the connection for as
+//! long as it likes. So reading a body has a total deadline and an idle deadline between two
+//! chunks (either expired: 408), a size limit per request (413), and every body being buffered
+//! draws on one [`BodyBudget`] shared by all connections and workers: when the budget is spent
+//! a new body is refused with 503 and `Retry-After` rather than 413, because the request itself
+//! is fine and the balancer is the one short of room. The bytes stay reserved until the request
+//! (with its buffered body) is dropped.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+use tokio::time::Instant;
+
+use crate::body::{self, ProxyBody};
+
+/// How much, and for how long, one body may be read.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest body of one request.
+    pub max_bytes: usize,
+    /// Longest time to receive a whole body.
+    pub timeout: Duration,
+    /// Longest wait for the next chunk of a body.
+    pub idle_timeout: Duration,
+}
+
+/// The bytes all buffered request bodies may take together.
+#[derive(Debug)]
+pub struct BodyBudget {
+    capacity: usize,
+    used: AtomicUsize,
+}
+
+impl BodyBudget {
+    pub fn new(capacity: usize) -> Arc<BodyBudget> {
+        Arc::new(BodyBudget {
+            capacity,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes)
+                    .filter(|&total| total <= self.capacity)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// Bytes taken from the budget, given back when dropped.
+#[derive(Debug)]
+struct Reservation {
+    budget: Arc<BodyBudget>,
+    bytes: usize,
+}
+
+impl Reservation {
+    /// Makes the reservation at least `bytes` large; false when the budget cannot cover it.
+    fn grow_to(&mut self, bytes: usize) -> bool {
+        if bytes <= self.bytes {
+            return true;
+        }
+        if !self.budget.take(bytes - self.bytes) {
+            return false;
+        }
+        self.bytes = bytes;
+        true
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
+    }
+}
+
+/// A whole request body in memory, holding its share of the budget.
+#[derive(Debug)]
+pub struct BufferedBody {
+    pub bytes: Bytes,
+    _reservation: Reservation,
+}
+
+/// Why a body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge,
+    /// The whole body, or its next chunk, did not arrive in time.
+    Timeout,
+    /// The shared budget cannot hold this body now.
+    OverBudget,
+    /// The client's connection broke or sent a malformed body.
+    Unreadable,
+}
+
+impl BodyError {
+    /// The label of `lb_request_bodies_refused_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyError::TooLarge => "too_large",
+            BodyError::Timeout => "timeout",
+            BodyError::OverBudget => "over_budget",
+            BodyError::Unreadable => "unreadable",
+        }
+    }
+
+    /// The response to the client. The rest of the body is left unread, so the connection is
+    /// closed after it.
+    pub fn response(self) -> Response<ProxyBody> {
+        let mut response = match self {
+            BodyError::TooLarge => {
+                body::error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+            }
+            BodyError::Timeout => body::error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            ),
+            BodyError::OverBudget => {
+                let mut response = body::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many request bodies in progress; try again shortly",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
+            BodyError::Unreadable => {
+                body::error(StatusCode::BAD_REQUEST, "request body could not be read")
+            }
+        };
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
+}
+
+/// Reads `incoming` to its end within `limits`, drawing on `budget` as bytes arrive. Not at
+/// once for a declared Content-Length: then a few connections that only declare large bodies
+/// would shut every upload out for free; this way the budget costs what it protects.
+pub async fn read(
+    mut incoming: Incoming,
+    limits: BodyLimits,
+    budget: &Arc<BodyBudget>,
+) -> Result<BufferedBody, BodyError> {
+    let declared = incoming.size_hint().exact().unwrap_or(0);
+    if declared > limits.max_bytes as u64 {
+        return Err(BodyError::TooLarge);
+    }
+    let mut reservation = Reservation {
+        budget: Arc::clone(budget),
+        bytes: 0,
+    };
+    let deadline = Instant::now() + limits.timeout;
+    // Address space only: pages are touched, and count, as the bytes arrive.
+    let mut buffer = BytesMut::with_capacity(declared as usize);
+    loop {
+        let next_chunk_by = deadline.min(Instant::now() + limits.idle_timeout);
+        let frame = match tokio::time::timeout_at(next_chunk_by, incoming.frame()).await {
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(BodyError::Unreadable),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        // Trailers are dropped: the backends never use them.
+        if let Ok(data) = frame.into_data() {
+            let total = buffer.len() + data.len();
+            if total > limits.max_bytes {
+                return Err(BodyError::TooLarge);
+            }
+            if !reservation.grow_to(total) {
+                return Err(BodyError::OverBudget);
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(BufferedBody {
+        bytes: buffer.freeze(),
+        _reservation: reservation,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_stay_within_the_budget_and_give_their_bytes_back() {
+        let budget = BodyBudget::new(100);
+        let mut first = Reservation {
+            budget: Arc::clone(&budget),
+            bytes: 0,
+        };
+        assert!(first.grow_to(60));
+        assert!(first.grow_to(40), "shrinking keeps what is held");
+        let mut second = Reservation {
+            budget: Arc::clone(&budget),
+            bytes: 0,
+        };
+        assert!(!second.grow_to(41), "60 + 41 is over 100");
+        assert!(second.grow_to(40));
+        assert_eq!(budget.used.load(Ordering::Relaxed), 100);
+        drop(first);
+        assert_eq!(budget.used.load(Ordering::Relaxed), 40);
+        drop(second);
+        assert_eq!(budget.used.load(Ordering::Relaxed), 0);
+    }
+}
