@@ -76,6 +76,7 @@ impl Admin {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4"),
                 );
+                body::not_for_caches(response.headers_mut());
                 response
             }
             (&Method::GET, ["backends"]) => {

@@ -97,7 +97,18 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    not_for_caches(response.headers_mut());
     response
+}
+
+/// What the balancer answers itself (errors, admin state, metrics) describes this moment and
+/// this balancer: a shared cache in front of it must not keep it, nor a browser guess its type.
+pub fn not_for_caches(headers: &mut header::HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }
 
 /// The error shape of every response the balancer makes itself: `{"error": "..."}`.
