@@ -12,6 +12,7 @@
 //! refuses a non-loopback admin address without one). A backend's id is its address as given.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -34,6 +35,9 @@ pub struct Admin {
     checker: HealthChecker,
     metrics: Arc<Metrics>,
     token: Option<String>,
+    /// A request body must have arrived within this, or the connection is answered 408 and
+    /// freed: the admin listener has few connections, and a stalled upload must not hold one.
+    body_deadline: Duration,
 }
 
 #[derive(Deserialize)]
@@ -47,12 +51,14 @@ impl Admin {
         checker: HealthChecker,
         metrics: Arc<Metrics>,
         token: Option<String>,
+        body_deadline: Duration,
     ) -> Admin {
         Admin {
             backends,
             checker,
             metrics,
             token,
+            body_deadline,
         }
     }
 
@@ -111,12 +117,22 @@ impl Admin {
     }
 
     async fn add(&self, request: Request<Incoming>) -> Response<ProxyBody> {
-        let bytes = match Limited::new(request.into_body(), MAX_ADMIN_BODY)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => return body::error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        let collect = Limited::new(request.into_body(), MAX_ADMIN_BODY).collect();
+        let bytes = match tokio::time::timeout(self.body_deadline, collect).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(_)) => {
+                return body::error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+            }
+            Err(_) => {
+                let mut response = body::error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body not received in time",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return response;
+            }
         };
         let new: NewBackend = match serde_json::from_slice(&bytes) {
             Ok(new) => new,

@@ -37,6 +37,8 @@ struct Shared {
     /// The proxy listener's settings; its connection cap counts across all workers.
     proxy_listener: Listener,
     admin_listener: Listener,
+    /// The admin listener's deadline for a request head, and for a request body too.
+    admin_timeout: Duration,
     /// The memory all workers' buffered request bodies may take together.
     body_budget: Arc<BodyBudget>,
 }
@@ -56,6 +58,7 @@ fn start_backends(settings: &Settings) -> Shared {
             Err(e) => log::warn!("{e}"),
         }
     }
+    let admin_timeout = ADMIN_CLIENT_TIMEOUT.min(settings.proxy.client_timeout);
     Shared {
         metrics,
         backends,
@@ -65,11 +68,8 @@ fn start_backends(settings: &Settings) -> Shared {
             settings.proxy.client_timeout,
             settings.max_connections,
         ),
-        admin_listener: Listener::new(
-            "admin",
-            ADMIN_CLIENT_TIMEOUT.min(settings.proxy.client_timeout),
-            settings.admin_max_connections,
-        ),
+        admin_listener: Listener::new("admin", admin_timeout, settings.admin_max_connections),
+        admin_timeout,
         body_budget: BodyBudget::new(settings.proxy.max_buffered_body_bytes),
     }
 }
@@ -111,6 +111,7 @@ async fn serve_admin(
         shared.checker,
         shared.metrics,
         token,
+        shared.admin_timeout,
     ));
     server::serve(
         listener,

@@ -76,3 +76,24 @@ async fn admin_token_tricks_get_401_and_change_nothing() {
     assert_ne!(list[0]["state"], "draining", "not drained: {backends}");
     lb.stop().await;
 }
+
+/// The admin listener has few connections (`admin_max_connections`): an upload that stalls
+/// must not hold one for ever. Its body gets the admin head deadline too, then 408.
+#[tokio::test]
+async fn a_stalled_admin_body_is_answered_408_within_the_deadline() {
+    let backend = TestBackend::start("a").await;
+    let mut settings = settings_for(&[&backend]);
+    settings.proxy.client_timeout = Duration::from_secs(1);
+    let lb = Lb::start(settings).await;
+
+    let request = b"POST /backends HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                    Content-Length: 100\r\n\r\n{\"address\"";
+    let mut stream = connect_and_send(lb.admin, request).await;
+    let (received, _) = read_until_closed(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("the admin API answered and closed within 10 s, not never");
+    let answer = String::from_utf8_lossy(&received);
+    assert_eq!(raw_status(&answer), 408, "{answer}");
+    assert!(answer.contains(r#"{"error":"#), "JSON error body: {answer}");
+    lb.stop().await;
+}
