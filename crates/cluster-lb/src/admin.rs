@@ -26,6 +26,7 @@ use crate::backend_set::{BackendSet, ChangeError};
 use crate::body::{self, ProxyBody};
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
+use crate::request_body::BodyError;
 
 /// Admin request bodies are tiny; anything bigger is a mistake.
 const MAX_ADMIN_BODY: usize = 16 * 1024;
@@ -120,19 +121,8 @@ impl Admin {
         let collect = Limited::new(request.into_body(), MAX_ADMIN_BODY).collect();
         let bytes = match tokio::time::timeout(self.body_deadline, collect).await {
             Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(_)) => {
-                return body::error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-            }
-            Err(_) => {
-                let mut response = body::error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request body not received in time",
-                );
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return response;
-            }
+            Ok(Err(_)) => return BodyError::TooLarge.response(),
+            Err(_) => return BodyError::Timeout.response(),
         };
         let new: NewBackend = match serde_json::from_slice(&bytes) {
             Ok(new) => new,
