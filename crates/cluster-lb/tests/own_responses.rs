@@ -43,7 +43,9 @@ async fn every_response_the_balancer_makes_itself_is_not_for_caches() {
     let http = client();
 
     let too_long_uri = format!("/{}", "x".repeat(16 * 1024));
-    let cases: Vec<(&str, Method, String, Option<Vec<u8>>, u16)> = vec![
+    // What is asked, how, with which body, and the status expected.
+    type Case = (&'static str, Method, String, Option<Vec<u8>>, u16);
+    let cases: Vec<Case> = vec![
         (
             "body over the limit",
             Method::POST,
