@@ -44,35 +44,15 @@ cargo build --release -q -p cluster-lb --bin cluster-lb --example plain_hyper_pr
 LB_BIN="${CARGO_TARGET_DIR:-target}/release/cluster-lb"
 PLAIN_BIN="${CARGO_TARGET_DIR:-target}/release/examples/plain_hyper_proxy"
 
-WORK=$(mktemp -d /tmp/bench-lb.XXXXXX)
-declare -A PIDS=()
-cleanup() {
-  for name in "${!PIDS[@]}"; do kill -9 "${PIDS[$name]}" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-B1_PORT=$BASE_PORT; B2_PORT=$((BASE_PORT + 1)); PROXY_PORT=$((BASE_PORT + 2)); ADMIN_PORT=$((BASE_PORT + 3))
-for port in "$B1_PORT" "$B2_PORT" "$PROXY_PORT" "$ADMIN_PORT"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port is in use; set BASE_PORT to a free range" >&2; exit 1
-  fi
-done
+WORK_NAME=bench-lb
+# shellcheck source=scripts/bench-common.sh
+source "$(dirname "$0")/bench-common.sh"
 
 render() { # render <template> <output> KEY=VALUE...
   local template=$1 output=$2; shift 2
   local expr=(-e "s|@DIR@|$WORK|g")
   for pair in "$@"; do expr+=(-e "s|@${pair%%=*}@|${pair#*=}|g"); done
   sed "${expr[@]}" "$template" > "$output"
-}
-
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; exit 1
 }
 
 start_backend() { # start_backend <name> <port>

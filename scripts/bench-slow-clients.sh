@@ -28,31 +28,9 @@ if [ -z "${LB_BIN:-}" ]; then
   LB_BIN="${CARGO_TARGET_DIR:-target}/release/cluster-lb"
 fi
 
-WORK=$(mktemp -d /tmp/bench-slow-clients.XXXXXX)
-declare -A PIDS=()
-cleanup() {
-  for name in "${!PIDS[@]}"; do
-    kill -9 "${PIDS[$name]}" 2>/dev/null || true
-    wait "${PIDS[$name]}" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-B1_PORT=$BASE_PORT; B2_PORT=$((BASE_PORT + 1)); PROXY_PORT=$((BASE_PORT + 2)); ADMIN_PORT=$((BASE_PORT + 3))
-for port in "$B1_PORT" "$B2_PORT" "$PROXY_PORT" "$ADMIN_PORT"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port is in use; set BASE_PORT to a free range" >&2; exit 1
-  fi
-done
-
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
+WORK_NAME=bench-slow-clients
+# shellcheck source=scripts/bench-common.sh
+source "$(dirname "$0")/bench-common.sh"
 
 # A backend that answers 200 to everything, health checks included.
 cat > "$WORK/backend.py" <<'EOF'
