@@ -11,7 +11,7 @@
 #
 # Settings (environment): LB_PORT, LB_ADMIN_PORT, NODE1_PORT..NODE3_PORT (as in
 # docker-compose.yml), LOAD_SECONDS (8), LOAD_CONNECTIONS (4), KILL_AFTER_SECONDS (3),
-# REJOIN_SECONDS (40: how long the restarted node may take to get traffic again).
+# REJOIN_SECONDS (10: how long the restarted node may take to get traffic again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
