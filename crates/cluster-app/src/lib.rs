@@ -12,6 +12,7 @@ pub mod getex_store;
 pub mod metrics;
 pub mod probe;
 pub mod redis_pool;
+pub mod request_metrics;
 pub mod response_headers;
 pub mod routes;
 pub mod session_data;

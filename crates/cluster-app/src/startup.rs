@@ -7,7 +7,7 @@
 //!    `X-Content-Type-Options: nosniff` ([`response_headers`]), and
 //!    `X-Served-By`, on every response, errors included (an error that
 //!    leaves the stack as `Err` sets them itself: [`ApiError`](crate::errors::ApiError)).
-//! 2. [`metrics::record_request`]: counts the final status of every request.
+//! 2. [`request_metrics::record_request`]: counts the final status of every request.
 //! 3. `ErrorHandlers`: non-JSON error bodies (404, 405, ...) become JSON.
 //! 4. Probes (`/healthz`, `/readyz`, `/metrics`) are routed here, outside the
 //!    session layer. Everything else goes through:
@@ -35,8 +35,9 @@ use versioned_session_store::{AtomicCounter, VersionedRedisStore};
 use crate::configuration::{SessionStoreKind, Settings};
 use crate::errors::{json_body_error, json_error_body, SERVED_BY};
 use crate::getex_store::GetexRedisStore;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::redis_pool;
+use crate::request_metrics;
 use crate::response_headers;
 use crate::routes;
 use crate::session_store::BoundedStore;
@@ -187,7 +188,7 @@ where
                     .wrap(from_fn(store_unavailable::map_store_errors)),
             )
             .wrap(ErrorHandlers::new().default_handler(json_error_body))
-            .wrap(from_fn(metrics::record_request))
+            .wrap(from_fn(request_metrics::record_request))
             .wrap(DefaultHeaders::new().add((SERVED_BY, node_id.as_str())))
             .wrap(response_headers::default_headers())
     })
