@@ -32,6 +32,7 @@ use actix_web::{web, App, HttpServer};
 
 use versioned_session_store::{AtomicCounter, VersionedRedisStore};
 
+use crate::bounded_store::BoundedStore;
 use crate::configuration::{SessionStoreKind, Settings};
 use crate::errors::{json_body_error, json_error_body, SERVED_BY};
 use crate::getex_store::GetexRedisStore;
@@ -40,7 +41,6 @@ use crate::redis_pool;
 use crate::request_metrics;
 use crate::response_headers;
 use crate::routes;
-use crate::session_store::BoundedStore;
 use crate::shutdown::{drain_then_stop, DrainSwitch, ShutdownSignals};
 use crate::state::AppState;
 use crate::store_unavailable;
@@ -108,8 +108,8 @@ impl Application {
         let signals = ShutdownSignals::install().map_err(StartupError::Signals)?;
 
         let server = match settings.session_store {
-            SessionStoreKind::Redis => {
-                let stock = GetexRedisStore::new(
+            SessionStoreKind::RedisGetex => {
+                let getex = GetexRedisStore::new(
                     pool,
                     &settings.redis_url,
                     &settings.redis_key_prefix,
@@ -117,7 +117,7 @@ impl Application {
                 )
                 .await?;
                 http_server(
-                    BoundedStore::new(stock, settings.redis_timeout, metrics),
+                    BoundedStore::new(getex, settings.redis_timeout, metrics),
                     state,
                     &settings,
                 )?

@@ -3,7 +3,7 @@
 //! a refused one is a 409 the client can act on, and a logout stays a
 //! logout; `?mode=atomic` increments never conflict at all.
 //!
-//! The stock store's behaviour under the same races (lost increments, the
+//! The last-writer-wins stores' behaviour under the same races (lost increments, the
 //! resurrected session) is measured in crates/versioned-session-store and by
 //! `clusterctl verify` (scenario lost-updates).
 

@@ -4,15 +4,16 @@
 //! their requests land on every node. Each acknowledged (200) increment is
 //! counted, then the counter is read: `lost = acknowledged - applied`.
 //!
-//! - `redis`, the stock store: every request is acknowledged and most are
-//!   lost (last writer wins). Shown, not failed: it is what the store does.
+//! - `redis`, the default (GETEX) store: every request is acknowledged and
+//!   most are lost (last writer wins). Shown, not failed: it is what the
+//!   store does.
 //! - `redis-versioned`: a write based on a stale read is refused (409); what
 //!   was acknowledged was applied, so nothing is lost.
 //! - `atomic` (`?mode=atomic`, any store): the counter is incremented inside
 //!   Redis; nothing is refused and nothing is lost.
 //!
 //! Then the logout race, per store: a logout through the LB while other tabs
-//! of the same session keep writing. With the stock store a write that read
+//! of the same session keep writing. With the default store a write that read
 //! the session before the logout can re-create it, logged in; with the
 //! versioned store it is refused. The nodes are restarted to switch stores,
 //! so the scenario runs last and leaves the nodes on the versioned store.
@@ -134,7 +135,7 @@ pub async fn run(
             resurrected.join(", ")
         ),
         notes: vec![
-            "the stock store's losses and undone logouts are its known behaviour, reported, not failed"
+            "the default store's losses and undone logouts are its known behaviour, reported, not failed"
                 .to_string(),
         ],
         figures: LostUpdatesFigures {
