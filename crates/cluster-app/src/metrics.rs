@@ -4,7 +4,7 @@
 //! metrics of several nodes can be scraped into one place and still be told
 //! apart. The `prometheus` crate does the bookkeeping and the text format.
 //! A leaf module: the store wrapper, the session reader and the request
-//! middleware ([`crate::request_metrics`]) all record here, and it imports
+//! middleware (`request_metrics.rs`) all record here, and it imports
 //! none of them.
 
 use std::sync::Arc;
