@@ -36,7 +36,7 @@ files_of() {
     cluster-lb)
       echo crates/cluster-lb/src/{retry,health,backend,backend_set,proxy,upstream}.rs ;;
     cluster-app)
-      echo crates/cluster-app/src/{session_store,getex_store}.rs ;;
+      echo crates/cluster-app/src/{bounded_store,getex_store}.rs ;;
     versioned-session-store)
       echo crates/versioned-session-store/src/{store,scripts,counter}.rs ;;
     clusterctl)

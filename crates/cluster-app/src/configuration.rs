@@ -89,9 +89,10 @@ pub struct NodeArgs {
     #[arg(long, env = "PERSISTENT_COOKIE", default_value_t = false, action = ArgAction::Set)]
     pub persistent_cookie: bool,
 
-    /// Where sessions live: `redis` (actix-session's store, last writer wins) or
+    /// Where sessions live: `redis` (actix-session's Redis store read with one
+    /// GETEX, last writer wins) or
     /// `redis-versioned` (compare-and-set; a refused write is answered 409).
-    #[arg(long, env = "SESSION_STORE", value_enum, default_value_t = SessionStoreKind::Redis)]
+    #[arg(long, env = "SESSION_STORE", value_enum, default_value_t = SessionStoreKind::RedisGetex)]
     pub session_store: SessionStoreKind,
 
     /// Prefix of every Redis key this node writes.
@@ -114,10 +115,12 @@ pub struct NodeArgs {
 /// The session stores a node can run with (docs/session-consistency.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SessionStoreKind {
-    /// actix-session's `RedisSessionStore`: the store taught first. Concurrent
-    /// writes to one session overwrite each other, and a write racing a
-    /// logout can bring the session back.
-    Redis,
+    /// `SESSION_STORE=redis`: [`crate::getex_store::GetexRedisStore`],
+    /// actix-session's `RedisSessionStore`, the store taught first, reading
+    /// with one `GETEX`. Concurrent writes to one session overwrite each
+    /// other, and a write racing a logout can bring the session back.
+    #[value(name = "redis")]
+    RedisGetex,
     /// `versioned_session_store::VersionedRedisStore`: a write based on a
     /// stale read, or to a session logged out meanwhile, is refused (409).
     RedisVersioned,

@@ -15,7 +15,7 @@
 //! not a JSON map of strings, a key of another type, on which `GETEX` fails
 //! with `WRONGTYPE` and leaves the expiry alone) fails `load` with
 //! `LoadError::Deserialization`, never `LoadError::Other`: it is not Redis
-//! trouble. [`crate::session_store::BoundedStore`] then treats it as no
+//! trouble. [`crate::bounded_store::BoundedStore`] then treats it as no
 //! session, counts it and deletes the key.
 
 use std::collections::HashMap;
@@ -31,7 +31,7 @@ use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{Client, RedisResult};
 use versioned_session_store::{parse_state, InvalidState};
 
-use crate::session_store::LoadOrInvalid;
+use crate::bounded_store::LoadOrInvalid;
 
 /// What actix-session keeps per session: key -> JSON-encoded value.
 type SessionState = HashMap<String, String>;

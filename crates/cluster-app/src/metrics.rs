@@ -1,21 +1,18 @@
-//! Prometheus metrics of one node, and the middleware that records requests.
+//! Prometheus metrics of one node.
 //!
 //! Every family carries the node id as a constant `node` label, so the
 //! metrics of several nodes can be scraped into one place and still be told
 //! apart. The `prometheus` crate does the bookkeeping and the text format.
+//! A leaf module: the store wrapper, the session reader and the request
+//! middleware (`request_metrics.rs`) all record here, and it imports
+//! none of them.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::web;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
-
-use crate::state::AppState;
 
 /// Request and Redis latencies on loopback are in the 0.1-1 ms range; the
 /// default Prometheus buckets start at 5 ms and would put everything in one.
@@ -197,39 +194,18 @@ impl Metrics {
         self.session_conflicts.with_label_values(&[reason]).inc();
     }
 
+    /// One answered request; `route` is the matched pattern, never the raw path.
+    pub fn observe_request(&self, route: &str, method: &str, status: &str, started: Instant) {
+        self.http_requests
+            .with_label_values(&[route, method, status])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
     /// All families in the Prometheus text format.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         TextEncoder::new().encode_to_string(&self.registry.gather())
     }
-}
-
-/// Middleware: counts each request and observes its latency.
-///
-/// The route label is the matched pattern (`/session/items/{key}`), never the
-/// raw path, so a client cannot grow the number of series at will.
-pub async fn record_request(
-    state: web::Data<AppState>,
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = Instant::now();
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
-    let result = next.call(req).await;
-    let status = match &result {
-        Ok(res) => res.status(),
-        Err(err) => err.as_response_error().status_code(),
-    };
-    let metrics = &state.metrics;
-    metrics
-        .http_requests
-        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
-        .inc();
-    metrics
-        .http_duration
-        .with_label_values(&[route.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    result
 }

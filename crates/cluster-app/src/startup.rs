@@ -7,7 +7,7 @@
 //!    `X-Content-Type-Options: nosniff` ([`response_headers`]), and
 //!    `X-Served-By`, on every response, errors included (an error that
 //!    leaves the stack as `Err` sets them itself: [`ApiError`](crate::errors::ApiError)).
-//! 2. [`metrics::record_request`]: counts the final status of every request.
+//! 2. [`request_metrics::record_request`]: counts the final status of every request.
 //! 3. `ErrorHandlers`: non-JSON error bodies (404, 405, ...) become JSON.
 //! 4. Probes (`/healthz`, `/readyz`, `/metrics`) are routed here, outside the
 //!    session layer. Everything else goes through:
@@ -32,14 +32,15 @@ use actix_web::{web, App, HttpServer};
 
 use versioned_session_store::{AtomicCounter, VersionedRedisStore};
 
+use crate::bounded_store::BoundedStore;
 use crate::configuration::{SessionStoreKind, Settings};
 use crate::errors::{json_body_error, json_error_body, SERVED_BY};
 use crate::getex_store::GetexRedisStore;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::redis_pool;
+use crate::request_metrics;
 use crate::response_headers;
 use crate::routes;
-use crate::session_store::BoundedStore;
 use crate::shutdown::{drain_then_stop, DrainSwitch, ShutdownSignals};
 use crate::state::AppState;
 use crate::store_unavailable;
@@ -107,8 +108,8 @@ impl Application {
         let signals = ShutdownSignals::install().map_err(StartupError::Signals)?;
 
         let server = match settings.session_store {
-            SessionStoreKind::Redis => {
-                let stock = GetexRedisStore::new(
+            SessionStoreKind::RedisGetex => {
+                let getex = GetexRedisStore::new(
                     pool,
                     &settings.redis_url,
                     &settings.redis_key_prefix,
@@ -116,7 +117,7 @@ impl Application {
                 )
                 .await?;
                 http_server(
-                    BoundedStore::new(stock, settings.redis_timeout, metrics),
+                    BoundedStore::new(getex, settings.redis_timeout, metrics),
                     state,
                     &settings,
                 )?
@@ -187,7 +188,7 @@ where
                     .wrap(from_fn(store_unavailable::map_store_errors)),
             )
             .wrap(ErrorHandlers::new().default_handler(json_error_body))
-            .wrap(from_fn(metrics::record_request))
+            .wrap(from_fn(request_metrics::record_request))
             .wrap(DefaultHeaders::new().add((SERVED_BY, node_id.as_str())))
             .wrap(response_headers::default_headers())
     })

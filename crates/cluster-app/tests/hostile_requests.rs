@@ -74,11 +74,9 @@ fn malformed_cookies_are_anonymous() {
     let stranger = NodeOptions::new("other-key", &redis.url())
         .session_key(session_key(2))
         .start();
-    let mut alice = Browser::new();
-    alice.login(&node, "alice");
+    let mut alice = Browser::logged_in(&node, "alice");
     let valid = alice.cookie_value().expect("a session cookie").to_string();
-    let mut eve = Browser::new();
-    eve.login(&stranger, "eve");
+    let eve = Browser::logged_in(&stranger, "eve");
     let foreign = eve.cookie_value().expect("a session cookie").to_string();
 
     let mut tampered = valid.clone().into_bytes();
@@ -172,8 +170,7 @@ fn login_and_logout_leave_no_usable_old_cookie() {
 fn abusive_json_is_a_json_4xx() {
     let redis = RedisServer::start();
     let node = Node::start("a", &redis.url());
-    let mut browser = Browser::new();
-    browser.login(&node, "alice");
+    let mut browser = Browser::logged_in(&node, "alice");
     let http = reqwest::blocking::Client::new();
     let mut send_raw = |method: reqwest::Method, path: &str, body: String| {
         let request = http

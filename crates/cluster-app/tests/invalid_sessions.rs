@@ -52,30 +52,26 @@ fn a_plain_hash(connection: &mut redis::Connection, key: &str) {
     );
 }
 
-fn a_hash_with_bytes_for_state(connection: &mut redis::Connection, key: &str) {
+/// The versioned store's layout (`state`, `version`) with these values.
+fn a_versioned_hash(connection: &mut redis::Connection, key: &str, state: &[u8], version: &str) {
     replace_with(
         connection,
         key,
         redis::cmd("HSET")
             .arg(key)
             .arg("state")
-            .arg(&b"\xff\xfe"[..])
+            .arg(state)
             .arg("version")
-            .arg("1"),
+            .arg(version),
     );
 }
 
+fn a_hash_with_bytes_for_state(connection: &mut redis::Connection, key: &str) {
+    a_versioned_hash(connection, key, b"\xff\xfe", "1");
+}
+
 fn a_hash_with_a_bad_version(connection: &mut redis::Connection, key: &str) {
-    replace_with(
-        connection,
-        key,
-        redis::cmd("HSET")
-            .arg(key)
-            .arg("state")
-            .arg("{}")
-            .arg("version")
-            .arg("x"),
-    );
+    a_versioned_hash(connection, key, b"{}", "x");
 }
 
 fn key_exists(connection: &mut redis::Connection, key: &str) -> bool {
@@ -103,8 +99,7 @@ fn each_kind_of_garbage_is_no_session(store: &str, kinds: &[(&str, Plant)]) {
         let _: () = redis::cmd("FLUSHDB")
             .query(&mut connection)
             .expect("FLUSHDB");
-        let mut browser = Browser::new();
-        browser.login(&node, "alice");
+        let mut browser = Browser::logged_in(&node, "alice");
         let old_cookie = browser.cookie.clone();
         let keys = session_keys_in_redis(&redis.url());
         assert_eq!(keys.len(), 1, "{store}/{kind}: one session after login");

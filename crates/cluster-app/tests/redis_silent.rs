@@ -91,8 +91,7 @@ fn every_route_answers_503_quickly_on_a_silent_redis(store: &str) {
         .env("SESSION_STORE", store)
         .env("REDIS_TIMEOUT_MS", "300")
         .start();
-    let mut alice = Browser::new();
-    alice.login(&node, "alice");
+    let mut alice = Browser::logged_in(&node, "alice");
     assert_eq!(alice.post(&node, "/counter/incr?mode=atomic").status, 200);
 
     relay.set(Silence::Everything);

@@ -11,8 +11,7 @@ use test_support::RedisServer;
 fn item_caps_refuse_and_leave_the_stored_session_unchanged() {
     let redis = RedisServer::start();
     let node = Node::start("a", &redis.url());
-    let mut browser = Browser::new();
-    browser.login(&node, "alice");
+    let mut browser = Browser::logged_in(&node, "alice");
     assert_eq!(
         browser
             .put_json(&node, "/session/items/cart", &json!({"apples": 3}))
@@ -161,8 +160,7 @@ fn every_answer_names_the_node_even_errors() {
 fn metrics_have_the_expected_families_with_the_node_label() {
     let redis = RedisServer::start();
     let node = Node::start("m1", &redis.url());
-    let mut browser = Browser::new();
-    browser.login(&node, "alice");
+    let mut browser = Browser::logged_in(&node, "alice");
     browser.get(&node, "/whoami");
     let text = browser.get(&node, "/metrics").text;
     for family in [
@@ -191,8 +189,7 @@ fn metrics_have_the_expected_families_with_the_node_label() {
 fn corrupt_session_state_is_no_session_and_is_counted() {
     let redis = RedisServer::start();
     let node = Node::start("a", &redis.url());
-    let mut browser = Browser::new();
-    browser.login(&node, "alice");
+    let mut browser = Browser::logged_in(&node, "alice");
     let keys = session_keys_in_redis(&redis.url());
     let mut connection = redis_connection(&redis.url());
     let _: () = redis::cmd("SET")

@@ -72,8 +72,7 @@ fn two_nodes_with_one_key_share_the_session_both_ways() {
     let redis = RedisServer::start();
     let a = Node::start("a", &redis.url());
     let b = Node::start("b", &redis.url());
-    let mut on_a = Browser::new();
-    on_a.login(&a, "alice");
+    let mut on_a = Browser::logged_in(&a, "alice");
     on_a.post(&a, "/counter/incr");
     on_a.post(&a, "/counter/incr");
 
@@ -105,8 +104,7 @@ fn a_node_with_another_key_does_not_see_the_session() {
     let stranger = NodeOptions::new("stranger", &redis.url())
         .session_key(session_key(99))
         .start();
-    let mut browser = Browser::new();
-    browser.login(&a, "alice");
+    let mut browser = Browser::logged_in(&a, "alice");
 
     let seen = browser.get(&stranger, "/whoami");
     assert_eq!(seen.status, 200);
@@ -164,8 +162,7 @@ fn login_gives_a_new_session_id_and_deletes_the_old_one() {
 fn tampered_and_garbage_cookies_are_treated_as_no_session() {
     let redis = RedisServer::start();
     let node = Node::start("a", &redis.url());
-    let mut browser = Browser::new();
-    browser.login(&node, "alice");
+    let browser = Browser::logged_in(&node, "alice");
     let value = browser.cookie_value().expect("cookie").to_string();
 
     let mut tampered = value.into_bytes();
@@ -241,8 +238,7 @@ fn a_persistent_cookie_is_renewed_by_every_read() {
 /// Logs in, lets the session's Redis TTL run down to 5 s, reads it, checks
 /// the read restarted the TTL and returns the read's reply.
 fn read_after_the_idle_timeout_ran_down(redis: &RedisServer, node: &Node) -> Reply {
-    let mut browser = Browser::new();
-    browser.login(node, "alice");
+    let mut browser = Browser::logged_in(node, "alice");
     let key = session_keys_in_redis(&redis.url()).remove(0);
     let mut connection = common::redis_connection(&redis.url());
     let _: () = redis::cmd("EXPIRE")

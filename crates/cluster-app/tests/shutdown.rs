@@ -19,8 +19,7 @@ fn sigterm_drains_then_exits_cleanly() {
     let mut node = NodeOptions::new("a", &redis.url())
         .drain_ms(DRAIN.as_millis() as u64)
         .start();
-    let mut user = Browser::new();
-    user.login(&node, "alice");
+    let mut user = Browser::logged_in(&node, "alice");
     let mut balancer = Browser::new();
     assert_eq!(balancer.get(&node, "/readyz").status, 200);
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::scenarios::Status;
+use crate::scenario_result::Status;
 
 pub struct Progress {
     spinner: Option<ProgressBar>,

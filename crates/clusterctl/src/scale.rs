@@ -55,7 +55,7 @@ pub async fn measure(
         };
         progress.end(
             &format!("scale {nodes}"),
-            crate::scenarios::Status::Passed,
+            crate::scenario_result::Status::Passed,
             &format!(
                 "start-up {} ms, {:.0} req/s",
                 point.startup_ms, point.throughput_per_sec

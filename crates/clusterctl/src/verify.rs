@@ -14,8 +14,9 @@ use crate::load::LoadSummary;
 use crate::progress::Progress;
 use crate::report::{print_table, timeline_path, write_timeline, Report};
 use crate::scale;
+use crate::scenario_result::{ScenarioResult, Status};
 use crate::scenarios::lost_updates::Race;
-use crate::scenarios::{self, Context, Pace, ScenarioResult};
+use crate::scenarios::{self, Context, Pace};
 
 pub struct VerifyOptions {
     pub cluster: ClusterOptions,
@@ -50,6 +51,7 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
     let node_count = cluster.nodes.len();
     let mut results = Vec::new();
     let mut kill_timeline = None;
+    let lost_updates;
     {
         let mut ctx = Context {
             cluster: &mut cluster,
@@ -158,19 +160,16 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
                 ));
             }
         }
-        results.push(
-            scenarios::run(
-                &progress,
-                "lost-updates",
-                scenarios::lost_updates::run(&mut ctx, race),
-            )
-            .await
-            .0,
-        );
+        let (result, figures) = scenarios::run(
+            &progress,
+            "lost-updates",
+            scenarios::lost_updates::run(&mut ctx, race),
+        )
+        .await;
+        results.push(result);
+        lost_updates = figures;
     }
-    let any_failed = results
-        .iter()
-        .any(|r| r.status == scenarios::Status::Failed);
+    let any_failed = results.iter().any(|r| r.status == Status::Failed);
     if any_failed {
         cluster.keep_logs();
     }
@@ -198,6 +197,7 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
         passed: !any_failed,
         scenarios: results,
         scale,
+        lost_updates,
     };
     print_table(&report);
     if any_failed {

@@ -9,7 +9,7 @@ use serde_json::json;
 use versioned_session_store::ensure_session_id;
 
 use crate::errors::ApiError;
-use crate::session_data::{self, LOGIN_AT, USER};
+use crate::session_data::{SessionData, LOGIN_AT, USER};
 use crate::state::AppState;
 
 const MAX_USER_CHARS: usize = 64;
@@ -37,7 +37,7 @@ pub struct LoginRequest {
 /// written anyway, so that atomic increments never have to write it.
 pub async fn login(
     state: web::Data<AppState>,
-    session: Session,
+    session: SessionData,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let user = body.into_inner().user;
@@ -50,18 +50,18 @@ pub async fn login(
             format!("user must be 1-{MAX_USER_CHARS} characters, not blank, no control characters"),
         ));
     }
-    let previous = session_data::user(&session, &state.metrics);
+    let previous = session.user();
     if previous.is_some_and(|previous| previous != user) {
-        session.clear();
+        session.session().clear();
     }
-    session.renew();
-    ensure_session_id(&session)
+    session.session().renew();
+    ensure_session_id(session.session())
         .map_err(|err| ApiError::internal(&state, "cannot store the session id", err))?;
     let login_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    super::insert(&state, &session, USER, &user)?;
-    super::insert(&state, &session, LOGIN_AT, login_at)?;
+    session.insert(USER, &user)?;
+    session.insert(LOGIN_AT, login_at)?;
     Ok(HttpResponse::Ok()
         .json(json!({ "node": state.node_id, "user": user, "login_at": login_at })))
 }

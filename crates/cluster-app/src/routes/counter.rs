@@ -4,20 +4,19 @@
 //!
 //! - `mode=session` (the default) keeps the counter in the session state:
 //!   read with the session, written back with it. Concurrent increments of
-//!   one session race: the stock store loses some, the versioned store
+//!   one session race: the default GETEX store loses some, the versioned store
 //!   refuses all but one (409).
 //! - `mode=atomic` keeps it in its own Redis key and increments it there
 //!   (`INCR`): concurrent increments are all applied, none refused. The
 //!   session is only read, for the id that names the counter.
 
-use actix_session::Session;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use versioned_session_store::{ensure_session_id, SESSION_ID_KEY};
 
 use crate::errors::ApiError;
-use crate::session_data::{self, COUNTER};
+use crate::session_data::{SessionData, COUNTER};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -45,11 +44,11 @@ impl ModeQuery {
 
 pub async fn incr(
     state: web::Data<AppState>,
-    session: Session,
+    session: SessionData,
     query: web::Query<ModeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let counter = match query.mode(&state)? {
-        Mode::Session => increment_in_session(&state, &session)?,
+        Mode::Session => increment_in_session(&session)?,
         Mode::Atomic => increment_in_redis(&state, &session).await?,
     };
     Ok(HttpResponse::Ok().json(json!({ "node": state.node_id, "counter": counter })))
@@ -58,20 +57,18 @@ pub async fn incr(
 /// Reads either counter without changing it.
 pub async fn get(
     state: web::Data<AppState>,
-    session: Session,
+    session: SessionData,
     query: web::Query<ModeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let counter = match query.mode(&state)? {
-        Mode::Session => session_data::counter(&session, &state.metrics),
-        Mode::Atomic => {
-            match session_data::read::<String>(&session, SESSION_ID_KEY, &state.metrics) {
-                Some(session_id) => state.counter.value(&session_id).await.map_err(|err| {
-                    log::warn!("atomic counter read failed: {err}");
-                    ApiError::store_unavailable(&state.node_id)
-                })?,
-                None => 0,
-            }
-        }
+        Mode::Session => session.counter(),
+        Mode::Atomic => match session.read::<String>(SESSION_ID_KEY) {
+            Some(session_id) => state.counter.value(&session_id).await.map_err(|err| {
+                log::warn!("atomic counter read failed: {err}");
+                ApiError::store_unavailable(&state.node_id)
+            })?,
+            None => 0,
+        },
     };
     Ok(HttpResponse::Ok().json(json!({ "node": state.node_id, "counter": counter })))
 }
@@ -79,16 +76,16 @@ pub async fn get(
 /// Get, add one, insert. Not `Session::update()`: in actix-session 0.11 it
 /// changes the value in memory without marking the session changed, so on an
 /// existing session the new value is never saved.
-fn increment_in_session(state: &AppState, session: &Session) -> Result<i64, ApiError> {
-    let counter = session_data::counter(session, &state.metrics).saturating_add(1);
-    super::insert(state, session, COUNTER, counter)?;
+fn increment_in_session(session: &SessionData) -> Result<i64, ApiError> {
+    let counter = session.counter().saturating_add(1);
+    session.insert(COUNTER, counter)?;
     Ok(counter)
 }
 
 /// One `INCR` in Redis. The session id is set at login; a session that has
 /// none yet gets one here, which writes the session once.
-async fn increment_in_redis(state: &AppState, session: &Session) -> Result<i64, ApiError> {
-    let session_id = ensure_session_id(session)
+async fn increment_in_redis(state: &AppState, session: &SessionData) -> Result<i64, ApiError> {
+    let session_id = ensure_session_id(session.session())
         .map_err(|err| ApiError::internal(state, "cannot store the session id", err))?;
     state.counter.increment(&session_id).await.map_err(|err| {
         log::warn!("atomic counter increment failed: {err}");

@@ -5,13 +5,12 @@
 //! refused write leaves the stored session exactly as it was (nothing is
 //! inserted, so actix-session writes nothing).
 
-use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use crate::errors::ApiError;
-use crate::session_data::{self, ITEMS};
+use crate::session_data::{SessionData, ITEMS};
 use crate::state::AppState;
 
 /// Largest value, serialized as JSON; over it -> 413.
@@ -23,7 +22,7 @@ pub const MAX_KEY_CHARS: usize = 64;
 
 pub async fn put(
     state: web::Data<AppState>,
-    session: Session,
+    session: SessionData,
     key: web::Path<String>,
     value: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -43,7 +42,7 @@ pub async fn put(
             format!("item value is {size} bytes as JSON; the limit is {MAX_VALUE_BYTES}"),
         ));
     }
-    let mut items = session_data::items(&session, &state.metrics);
+    let mut items = session.items();
     if !items.contains_key(&key) && items.len() >= MAX_ITEMS {
         return Err(ApiError::bad_request(
             &state,
@@ -52,11 +51,11 @@ pub async fn put(
     }
     items.insert(key.clone(), value);
     let count = items.len();
-    super::insert(&state, &session, ITEMS, items)?;
+    session.insert(ITEMS, items)?;
     Ok(HttpResponse::Ok().json(json!({ "node": state.node_id, "key": key, "items": count })))
 }
 
-pub async fn list(state: web::Data<AppState>, session: Session) -> HttpResponse {
-    let items = session_data::items(&session, &state.metrics);
+pub async fn list(state: web::Data<AppState>, session: SessionData) -> HttpResponse {
+    let items = session.items();
     HttpResponse::Ok().json(json!({ "node": state.node_id, "items": items }))
 }

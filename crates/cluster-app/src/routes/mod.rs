@@ -12,11 +12,7 @@ mod items;
 mod metrics;
 mod whoami;
 
-use actix_session::Session;
 use actix_web::web;
-
-use crate::errors::ApiError;
-use crate::state::AppState;
 
 /// Routes that do not use the session.
 pub fn probes(cfg: &mut web::ServiceConfig) {
@@ -34,21 +30,4 @@ pub fn session_routes(cfg: &mut web::ServiceConfig) {
         .route("/counter/incr", web::post().to(counter::incr))
         .route("/session/items", web::get().to(items::list))
         .route("/session/items/{key}", web::put().to(items::put));
-}
-
-/// `Session::insert` fails only when a value does not serialize.
-fn insert(
-    state: &AppState,
-    session: &Session,
-    key: &str,
-    value: impl serde::Serialize,
-) -> Result<(), ApiError> {
-    session.insert(key, value).map_err(|err| {
-        log::error!("cannot store {key:?} in the session: {err}");
-        ApiError::new(
-            state,
-            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot store session value",
-        )
-    })
 }

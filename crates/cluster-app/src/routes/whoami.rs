@@ -1,10 +1,9 @@
 //! `GET /whoami`: what the session holds, read-only.
 
-use actix_session::Session;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use crate::session_data::{self, Items};
+use crate::session_data::{Items, SessionData};
 use crate::state::AppState;
 
 /// The answer, typed: serialized straight to JSON, without building a
@@ -24,12 +23,11 @@ struct WhoAmI<'a> {
 /// trip; the atomic counter, kept in a key of its own, is read with
 /// `GET /counter?mode=atomic`. Only chosen fields are listed, never the raw
 /// state, so the plumbing keys (`__version`, `sid`) are not shown.
-pub async fn whoami(state: web::Data<AppState>, session: Session) -> HttpResponse {
-    let metrics = &state.metrics;
+pub async fn whoami(state: web::Data<AppState>, session: SessionData) -> HttpResponse {
     HttpResponse::Ok().json(WhoAmI {
         node: &state.node_id,
-        user: session_data::user(&session, metrics),
-        counter: session_data::counter(&session, metrics),
-        items: session_data::items(&session, metrics),
+        user: session.user(),
+        counter: session.counter(),
+        items: session.items(),
     })
 }

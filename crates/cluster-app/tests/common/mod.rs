@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{HeaderMap, COOKIE, SET_COOKIE};
-use serde_json::Value;
+use serde_json::{json, Value};
 use test_support::{free_port, wait_for, ChildGuard};
 
 pub const COOKIE_NAME: &str = "cluster_session";
@@ -159,6 +159,20 @@ impl Reply {
     }
 }
 
+/// A session-store failure as a client must see it: a 503 from `node_id` with
+/// its JSON error and `Retry-After: 1`, within `bound`. `what` names the
+/// request in the failure messages.
+pub fn assert_store_unavailable(reply: &Reply, node_id: &str, what: &str, bound: Duration) {
+    assert_eq!(reply.status, 503, "{what}: {}", reply.text);
+    assert_eq!(
+        reply.body,
+        json!({"node": node_id, "error": "session store unavailable"})
+    );
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(reply.header("x-served-by"), Some(node_id));
+    assert!(reply.elapsed < bound, "{what} took {:?}", reply.elapsed);
+}
+
 /// A browser, reduced to what matters here: keep-alive connections and one
 /// session cookie, which it sends to whichever node it talks to.
 pub struct Browser {
@@ -216,6 +230,13 @@ impl Browser {
     pub fn put_json(&mut self, node: &Node, path: &str, body: &Value) -> Reply {
         let request = self.http.put(node.url(path)).json(body);
         self.send(request)
+    }
+
+    /// A new browser, logged in as `user` through `node`.
+    pub fn logged_in(node: &Node, user: &str) -> Browser {
+        let mut browser = Browser::new();
+        browser.login(node, user);
+        browser
     }
 
     pub fn login(&mut self, node: &Node, user: &str) -> Reply {

@@ -13,7 +13,7 @@ use reqwest::header::COOKIE;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::ledger::{Kind, Ledger, LoadSummary, Mark, Outcome, Phase};
+use super::ledger::{Kind, Ledger, LoadSummary, Mark, Phase, RequestOutcome};
 use crate::session::served_by;
 
 /// What to send, how fast and for how long at most.
@@ -162,7 +162,7 @@ async fn one_request(
     base_url: &str,
     kind: Kind,
     cookie: Option<&str>,
-) -> (Outcome, Option<String>) {
+) -> (RequestOutcome, Option<String>) {
     let mut request = match kind {
         Kind::Read => http.get(format!("{base_url}/whoami")),
         Kind::Write => http.post(format!("{base_url}/counter/incr")),
@@ -172,18 +172,18 @@ async fn one_request(
     }
     let response = match request.send().await {
         Ok(response) => response,
-        Err(_) => return (Outcome::FailedTransport, None),
+        Err(_) => return (RequestOutcome::FailedTransport, None),
     };
     let status = response.status();
     let node = served_by(response.headers());
     // The request is over only when the whole body has arrived.
     if response.bytes().await.is_err() {
-        return (Outcome::FailedTransport, node);
+        return (RequestOutcome::FailedTransport, node);
     }
     let outcome = if status.is_success() {
-        Outcome::Ok
+        RequestOutcome::Ok
     } else {
-        Outcome::FailedStatus(status.as_u16())
+        RequestOutcome::FailedStatus(status.as_u16())
     };
     (outcome, node)
 }

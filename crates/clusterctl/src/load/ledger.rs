@@ -43,7 +43,7 @@ impl Phase {
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RequestOutcome {
     /// A 2xx response.
     Ok,
     /// A response with any other status (the LB's 502, a node's 503...).
@@ -192,19 +192,19 @@ impl Ledger {
     pub fn finish(
         &mut self,
         ticket: Ticket,
-        outcome: Outcome,
+        outcome: RequestOutcome,
         served_by: Option<&str>,
         at: Duration,
     ) {
         let counts = self.counts_mut(ticket.kind);
         counts.in_flight -= 1;
         match outcome {
-            Outcome::Ok => counts.ok += 1,
-            Outcome::FailedStatus(_) => counts.failed_status += 1,
-            Outcome::FailedTransport => counts.failed_transport += 1,
+            RequestOutcome::Ok => counts.ok += 1,
+            RequestOutcome::FailedStatus(_) => counts.failed_status += 1,
+            RequestOutcome::FailedTransport => counts.failed_transport += 1,
         }
         let bucket = self.bucket(at);
-        if outcome == Outcome::Ok {
+        if outcome == RequestOutcome::Ok {
             bucket.ok += 1;
             let micros = at.saturating_sub(ticket.sent_at).as_micros() as u64;
             self.latency[ticket.phase.index()].saturating_record(micros.max(1));
@@ -215,7 +215,7 @@ impl Ledger {
             bucket.failed += 1;
             let origin = served_by.unwrap_or("the LB");
             let label = match outcome {
-                Outcome::FailedStatus(status) => format!("{status} from {origin}"),
+                RequestOutcome::FailedStatus(status) => format!("{status} from {origin}"),
                 _ => "transport".to_string(),
             };
             *self.failures.entry(label).or_default() += 1;
@@ -326,10 +326,10 @@ mod tests {
     fn every_outcome_lands_in_exactly_one_counter() {
         let mut ledger = Ledger::new();
         let outcomes = [
-            Outcome::Ok,
-            Outcome::FailedStatus(502),
-            Outcome::FailedTransport,
-            Outcome::Ok,
+            RequestOutcome::Ok,
+            RequestOutcome::FailedStatus(502),
+            RequestOutcome::FailedTransport,
+            RequestOutcome::Ok,
         ];
         for (i, outcome) in outcomes.into_iter().enumerate() {
             let ticket = ledger.send(Kind::Read, ms(i as u64));
@@ -360,9 +360,9 @@ mod tests {
             match i {
                 _ if i % 3 == 0 => open.push(ticket),
                 _ if i % 5 == 0 => {
-                    ledger.finish(ticket, Outcome::FailedStatus(503), None, ms(i + 2))
+                    ledger.finish(ticket, RequestOutcome::FailedStatus(503), None, ms(i + 2))
                 }
-                _ => ledger.finish(ticket, Outcome::Ok, Some("node2"), ms(i + 2)),
+                _ => ledger.finish(ticket, RequestOutcome::Ok, Some("node2"), ms(i + 2)),
             }
             let summary = ledger.summary(ms(i));
             for counts in [summary.reads, summary.writes, summary.total] {
@@ -380,7 +380,7 @@ mod tests {
         assert_eq!(summary.failures.get("503 from the LB"), Some(&40));
         // Finishing the open ones later moves them out of in_flight, once each.
         for ticket in open {
-            ledger.finish(ticket, Outcome::FailedTransport, None, ms(400));
+            ledger.finish(ticket, RequestOutcome::FailedTransport, None, ms(400));
         }
         let total = ledger.summary(ms(400)).total;
         assert_eq!(
@@ -400,8 +400,8 @@ mod tests {
         let mut ledger = Ledger::new();
         let first = ledger.send(Kind::Read, ms(50));
         let second = ledger.send(Kind::Write, ms(150));
-        ledger.finish(first, Outcome::Ok, None, ms(250));
-        ledger.finish(second, Outcome::FailedTransport, None, ms(260));
+        ledger.finish(first, RequestOutcome::Ok, None, ms(250));
+        ledger.finish(second, RequestOutcome::FailedTransport, None, ms(260));
         let timeline = ledger.summary(ms(300)).timeline;
         assert_eq!(
             timeline,
@@ -431,9 +431,9 @@ mod tests {
         let before = ledger.send(Kind::Read, ms(0));
         ledger.set_phase(Phase::During);
         // Sent before the phase change, finished after: still "before".
-        ledger.finish(before, Outcome::Ok, None, ms(10));
+        ledger.finish(before, RequestOutcome::Ok, None, ms(10));
         let during = ledger.send(Kind::Read, ms(20));
-        ledger.finish(during, Outcome::Ok, None, ms(120));
+        ledger.finish(during, RequestOutcome::Ok, None, ms(120));
         let summary = ledger.summary(ms(200));
         let before = summary.latency(Phase::Before).unwrap();
         let during = summary.latency(Phase::During).unwrap();
@@ -457,7 +457,7 @@ mod tests {
         let mut ledger = Ledger::new();
         for at in [10, 20, 300] {
             let ticket = ledger.send(Kind::Read, ms(at));
-            ledger.finish(ticket, Outcome::Ok, Some("node3"), ms(at + 1));
+            ledger.finish(ticket, RequestOutcome::Ok, Some("node3"), ms(at + 1));
         }
         assert_eq!(ledger.last_served("node3"), Some(ms(301)));
         assert_eq!(ledger.first_served_since("node3", ms(100)), Some(ms(301)));

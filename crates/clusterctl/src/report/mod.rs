@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::lost_updates_figures::LostUpdatesFigures;
 use crate::scale::ScalePoint;
-use crate::scenarios::{ScenarioResult, Status};
+use crate::scenario_result::{ScenarioResult, Status};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -25,6 +26,10 @@ pub struct Report {
     pub scenarios: Vec<ScenarioResult>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scale: Vec<ScalePoint>,
+    /// The lost-updates race for its own table; in the JSON it is already
+    /// that scenario's figures.
+    #[serde(skip)]
+    pub lost_updates: Option<LostUpdatesFigures>,
 }
 
 impl Report {

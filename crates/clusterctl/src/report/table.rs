@@ -4,8 +4,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, Color, ContentArrangement, Table};
 
 use super::Report;
-use crate::scenarios::lost_updates;
-use crate::scenarios::Status;
+use crate::scenario_result::Status;
 
 pub fn print_table(report: &Report) {
     let mut table = Table::new();
@@ -59,12 +58,7 @@ pub fn print_table(report: &Report) {
 /// The lost-updates race, one row per mode: what clients were told and what
 /// Redis kept, side by side.
 fn print_lost_updates(report: &Report) {
-    let Some(figures) = report
-        .scenarios
-        .iter()
-        .find(|s| s.name == "lost-updates")
-        .and_then(|s| serde_json::from_value::<lost_updates::Figures>(s.figures.clone()).ok())
-    else {
+    let Some(figures) = &report.lost_updates else {
         return;
     };
     let mut table = Table::new();

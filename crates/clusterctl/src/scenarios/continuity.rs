@@ -8,7 +8,8 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Check, Context, Outcome};
+use super::Context;
+use crate::scenario_result::{Check, ScenarioOutcome};
 use crate::session::Session;
 
 #[derive(Debug, Clone, Serialize)]
@@ -21,7 +22,7 @@ pub struct Figures {
     pub cells: usize,
 }
 
-pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
+pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<ScenarioOutcome<Figures>> {
     let http = ctx.cluster.http.clone();
     ctx.progress.step("log in through the LB");
     let (mut session, login) = Session::login(&http, &ctx.lb_url(), "alice").await?;
@@ -83,7 +84,7 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
             whoami.user() == Some("alice"),
         ),
     ];
-    Ok(Outcome {
+    Ok(ScenarioOutcome {
         summary: format!(
             "{cells_ok}/{cells} cells of the {0}x{0} matrix",
             nodes.len()

@@ -4,15 +4,16 @@
 //! their requests land on every node. Each acknowledged (200) increment is
 //! counted, then the counter is read: `lost = acknowledged - applied`.
 //!
-//! - `redis`, the stock store: every request is acknowledged and most are
-//!   lost (last writer wins). Shown, not failed: it is what the store does.
+//! - `redis`, the default (GETEX) store: every request is acknowledged and
+//!   most are lost (last writer wins). Shown, not failed: it is what the
+//!   store does.
 //! - `redis-versioned`: a write based on a stale read is refused (409); what
 //!   was acknowledged was applied, so nothing is lost.
 //! - `atomic` (`?mode=atomic`, any store): the counter is incremented inside
 //!   Redis; nothing is refused and nothing is lost.
 //!
 //! Then the logout race, per store: a logout through the LB while other tabs
-//! of the same session keep writing. With the stock store a write that read
+//! of the same session keep writing. With the default store a write that read
 //! the session before the logout can re-create it, logged in; with the
 //! versioned store it is refused. The nodes are restarted to switch stores,
 //! so the scenario runs last and leaves the nodes on the versioned store.
@@ -23,11 +24,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use super::{Check, Context, Outcome};
+use super::Context;
+use crate::lost_updates_figures::{LogoutFigures, LostUpdatesFigures, ModeFigures};
+use crate::scenario_result::{Check, ScenarioOutcome};
 use crate::session::{Reply, Session};
 
 /// How hard the race is run.
@@ -59,45 +61,10 @@ const LOGOUT_WRITERS: usize = 4;
 /// Increments each of those tabs sends.
 const LOGOUT_WRITES: usize = 5;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Figures {
-    pub clients: usize,
-    pub increments_per_client: usize,
-    pub modes: Vec<ModeFigures>,
-    pub logout_races: Vec<LogoutFigures>,
-}
-
-/// One mode's race: what the clients were told, and what Redis kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModeFigures {
-    /// `redis`, `redis-versioned` or `atomic`.
-    pub mode: String,
-    pub requests: u64,
-    /// Answered 200: the client was told its increment counts.
-    pub acknowledged: u64,
-    /// Answered 409: refused, nothing written; the client may retry.
-    pub conflicts: u64,
-    /// Anything else (5xx, no answer): never expected.
-    pub errors: u64,
-    /// The counter read after the race (the session started at 0).
-    pub final_value: i64,
-    /// Acknowledged but not applied.
-    pub lost: i64,
-    pub throughput_per_sec: f64,
-    /// Requests per answering node: the LB spread them.
-    pub served_by: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LogoutFigures {
-    /// The session store the nodes ran.
-    pub store: String,
-    pub trials: usize,
-    /// Trials after which a tab was logged in again.
-    pub resurrected: usize,
-}
-
-pub async fn run(ctx: &mut Context<'_>, race: Race) -> anyhow::Result<Outcome<Figures>> {
+pub async fn run(
+    ctx: &mut Context<'_>,
+    race: Race,
+) -> anyhow::Result<ScenarioOutcome<LostUpdatesFigures>> {
     let mut modes = Vec::new();
     let mut logout_races = Vec::new();
     for store in ["redis", "redis-versioned"] {
@@ -161,17 +128,17 @@ pub async fn run(ctx: &mut Context<'_>, race: Race) -> anyhow::Result<Outcome<Fi
         .iter()
         .map(|l| format!("{} {}/{}", l.store, l.resurrected, l.trials))
         .collect();
-    Ok(Outcome {
+    Ok(ScenarioOutcome {
         summary: format!(
             "lost/acknowledged: {}; logouts undone: {}",
             lost.join(", "),
             resurrected.join(", ")
         ),
         notes: vec![
-            "the stock store's losses and undone logouts are its known behaviour, reported, not failed"
+            "the default store's losses and undone logouts are its known behaviour, reported, not failed"
                 .to_string(),
         ],
-        figures: Figures {
+        figures: LostUpdatesFigures {
             clients: race.clients,
             increments_per_client: race.increments_per_client,
             modes,

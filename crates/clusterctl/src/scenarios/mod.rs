@@ -2,8 +2,8 @@
 //!
 //! A scenario drives the cluster into one situation (a node killed, Redis
 //! restarted...), measures what users would have seen, and returns its own
-//! figures plus a list of [`Check`]s: what was expected, what happened, and
-//! whether that passes. The report shows all three, so a failure explains
+//! figures plus a list of [`Check`](crate::scenario_result::Check)s: what was
+//! expected, what happened, and whether that passes. The report shows all three, so a failure explains
 //! itself.
 
 pub mod continuity;
@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::cluster::{Cluster, CLIENT_TIMEOUT};
 use crate::load::{LoadPlan, LoadRun};
 use crate::progress::Progress;
+use crate::scenario_result::{ScenarioOutcome, ScenarioResult};
 use crate::session::Session;
 
 /// How hard and how long scenarios push.
@@ -93,104 +94,6 @@ impl Context<'_> {
 /// Above the client timeout, so a request only stays in flight if it hung.
 pub const GRACE: Duration = CLIENT_TIMEOUT.saturating_add(Duration::from_millis(500));
 
-/// One expectation and what was observed.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub what: String,
-    pub expected: String,
-    pub actual: String,
-    pub passed: bool,
-}
-
-impl Check {
-    pub fn new(what: &str, expected: impl ToString, actual: impl ToString, passed: bool) -> Check {
-        Check {
-            what: what.into(),
-            expected: expected.to_string(),
-            actual: actual.to_string(),
-            passed,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Passed,
-    Failed,
-    /// Not applicable to this cluster (e.g. a node kill with one node).
-    Skipped,
-}
-
-/// A scenario's result in the shape the report prints and serializes.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScenarioResult {
-    pub name: String,
-    pub status: Status,
-    /// The headline figures, one line for the table.
-    pub summary: String,
-    pub checks: Vec<Check>,
-    pub notes: Vec<String>,
-    pub duration_ms: u64,
-    /// The scenario's own figures struct.
-    pub figures: serde_json::Value,
-}
-
-/// What a scenario function returns: its figures, checks and remarks.
-pub struct Outcome<F> {
-    pub figures: F,
-    pub summary: String,
-    pub checks: Vec<Check>,
-    pub notes: Vec<String>,
-}
-
-impl<F: Serialize> Outcome<F> {
-    pub fn into_result(self, name: &str, duration: Duration) -> ScenarioResult {
-        let status = if self.checks.iter().all(|c| c.passed) {
-            Status::Passed
-        } else {
-            Status::Failed
-        };
-        ScenarioResult {
-            name: name.into(),
-            status,
-            summary: self.summary,
-            checks: self.checks,
-            notes: self.notes,
-            duration_ms: duration.as_millis() as u64,
-            figures: serde_json::to_value(&self.figures).unwrap_or(serde_json::Value::Null),
-        }
-    }
-}
-
-impl ScenarioResult {
-    pub fn skipped(name: &str, reason: &str) -> ScenarioResult {
-        ScenarioResult {
-            name: name.into(),
-            status: Status::Skipped,
-            summary: reason.into(),
-            checks: Vec::new(),
-            notes: vec![reason.into()],
-            duration_ms: 0,
-            figures: serde_json::Value::Null,
-        }
-    }
-
-    /// A scenario that could not run to the end counts as failed, with the reason.
-    pub fn errored(name: &str, error: &anyhow::Error, duration: Duration) -> ScenarioResult {
-        let reason = format!("{error:#}");
-        ScenarioResult {
-            name: name.into(),
-            status: Status::Failed,
-            summary: format!("error: {reason}"),
-            checks: vec![Check::new("scenario ran to the end", "yes", &reason, false)],
-            notes: Vec::new(),
-            duration_ms: duration.as_millis() as u64,
-            figures: serde_json::Value::Null,
-        }
-    }
-}
-
 /// Runs one scenario with progress output and turns any error into a failed result.
 pub async fn run<F, Fut>(
     progress: &Progress,
@@ -199,7 +102,7 @@ pub async fn run<F, Fut>(
 ) -> (ScenarioResult, Option<F>)
 where
     F: Serialize + Clone,
-    Fut: std::future::Future<Output = anyhow::Result<Outcome<F>>>,
+    Fut: std::future::Future<Output = anyhow::Result<ScenarioOutcome<F>>>,
 {
     progress.begin(name);
     let started = Instant::now();

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{ms, Check, Context, Outcome, GRACE};
+use super::{ms, Context, GRACE};
 use crate::cluster::wait_until;
 use crate::load::{LoadSummary, Phase};
+use crate::scenario_result::{Check, ScenarioOutcome};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
@@ -46,7 +47,10 @@ pub struct Figures {
 }
 
 /// Runs the scenario and leaves the victim dead (the restart scenario revives it).
-pub async fn run(ctx: &mut Context<'_>, victim_index: usize) -> anyhow::Result<Outcome<Figures>> {
+pub async fn run(
+    ctx: &mut Context<'_>,
+    victim_index: usize,
+) -> anyhow::Result<ScenarioOutcome<Figures>> {
     let http = ctx.cluster.http.clone();
     let victim = ctx.cluster.nodes[victim_index].id.clone();
     let victim_addr = ctx.cluster.nodes[victim_index].addr.clone();
@@ -193,7 +197,7 @@ pub async fn run(ctx: &mut Context<'_>, victim_index: usize) -> anyhow::Result<O
         p(Phase::After),
     );
     let notes = super::failure_notes(&summary);
-    Ok(Outcome {
+    Ok(ScenarioOutcome {
         figures: Figures {
             victim,
             rate_per_sec: ctx.pace.rate,

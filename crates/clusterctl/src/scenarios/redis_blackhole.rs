@@ -13,8 +13,9 @@ use anyhow::{bail, Context as _};
 use serde::Serialize;
 
 use super::redis_restart::NEEDS_OWN_REDIS;
-use super::{ms, Check, Context, Outcome, GRACE};
+use super::{ms, Context, GRACE};
 use crate::blackhole::Blackhole;
+use crate::scenario_result::{Check, ScenarioOutcome};
 use crate::session::Session;
 
 #[derive(Debug, Clone, Serialize)]
@@ -34,7 +35,7 @@ pub struct Figures {
     pub sent_through_lb: u64,
 }
 
-pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
+pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<ScenarioOutcome<Figures>> {
     let http = ctx.cluster.http.clone();
     let admin = ctx.cluster.lb.admin.clone();
     let redis_port = ctx.cluster.redis.managed().context(NEEDS_OWN_REDIS)?.port();
@@ -68,7 +69,7 @@ async fn partition(
     id: &str,
     url: &str,
     addr: &str,
-) -> anyhow::Result<Outcome<Figures>> {
+) -> anyhow::Result<ScenarioOutcome<Figures>> {
     let http = ctx.cluster.http.clone();
     let admin = ctx.cluster.lb.admin.clone();
     let timeout = Duration::from_millis(ctx.cluster.settings.redis_timeout_ms);
@@ -129,7 +130,7 @@ async fn partition(
             after_heal.is_ok(),
         ),
     ];
-    Ok(Outcome {
+    Ok(ScenarioOutcome {
         summary: format!(
             "cut: {} in {}, LB out after {}, back {} after heal; {} of {} LB requests failed",
             while_cut.status,

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::{ms, Check, Context, Outcome};
+use super::{ms, Context};
 use crate::cluster::{wait_until, Persistence};
+use crate::scenario_result::{Check, ScenarioOutcome};
 use crate::session::Session;
 
 #[derive(Debug, Clone, Serialize)]
@@ -34,7 +35,7 @@ pub const NEEDS_OWN_REDIS: &str = "needs the harness's own redis-server (not --r
 pub async fn run(
     ctx: &mut Context<'_>,
     persistence: Persistence,
-) -> anyhow::Result<Outcome<Figures>> {
+) -> anyhow::Result<ScenarioOutcome<Figures>> {
     let http = ctx.cluster.http.clone();
     let nodes: Vec<String> = ctx.cluster.nodes.iter().map(|node| node.url()).collect();
     let redis = ctx.cluster.redis.managed().context(NEEDS_OWN_REDIS)?;
@@ -132,7 +133,7 @@ pub async fn run(
             session_survived == expected_fate,
         ),
     ];
-    Ok(Outcome {
+    Ok(ScenarioOutcome {
         summary: format!(
             "while down: 503 in <= {}; back: 200 after {}; session {}",
             ms(slowest),

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{ms, Check, Context, Outcome, GRACE};
+use super::{ms, Context, GRACE};
 use crate::cluster::wait_until;
 use crate::load::LoadSummary;
+use crate::scenario_result::{Check, ScenarioOutcome};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
@@ -31,7 +32,10 @@ pub struct Figures {
 
 const LIMIT: Duration = Duration::from_secs(1);
 
-pub async fn run(ctx: &mut Context<'_>, node_index: usize) -> anyhow::Result<Outcome<Figures>> {
+pub async fn run(
+    ctx: &mut Context<'_>,
+    node_index: usize,
+) -> anyhow::Result<ScenarioOutcome<Figures>> {
     let http = ctx.cluster.http.clone();
     let sessions = ctx.login_users("restart-user", 2).await?;
     let steady = ctx.pace.steady;
@@ -96,7 +100,7 @@ pub async fn run(ctx: &mut Context<'_>, node_index: usize) -> anyhow::Result<Out
         )],
     ]
     .concat();
-    Ok(Outcome {
+    Ok(ScenarioOutcome {
         summary: format!(
             "ready in {}, traffic {} after ready, {} failed of {}",
             ms(ready_after),

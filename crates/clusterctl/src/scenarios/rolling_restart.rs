@@ -16,8 +16,9 @@ use std::time::Duration;
 use anyhow::bail;
 use serde::Serialize;
 
-use super::{Check, Context, Outcome, GRACE};
+use super::{Context, GRACE};
 use crate::cluster::wait_until;
+use crate::scenario_result::{Check, ScenarioOutcome};
 
 /// How long the load runs on after the last enable.
 const SETTLE: Duration = Duration::from_secs(3);
@@ -54,7 +55,7 @@ pub struct NodeRestart {
     pub served_at_end: u64,
 }
 
-pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
+pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<ScenarioOutcome<Figures>> {
     let http = ctx.cluster.http.clone();
     let admin = ctx.cluster.lb.admin.clone();
     let sessions = ctx.login_users("rolling-user", 4).await?;
@@ -187,7 +188,7 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
             idle_at_end == "all",
         ),
     ];
-    Ok(Outcome {
+    Ok(ScenarioOutcome {
         summary: format!(
             "{} nodes restarted, {failed} failed of {} requests; first answer after enable: {}",
             restarts.len(),

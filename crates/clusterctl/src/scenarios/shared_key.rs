@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Check, Context, Outcome};
+use super::Context;
 use crate::cluster::random_hex;
+use crate::scenario_result::{Check, ScenarioOutcome};
 use crate::session::Session;
 
 #[derive(Debug, Clone, Serialize)]
@@ -22,7 +23,7 @@ pub struct Figures {
     pub other_key_status: u16,
 }
 
-pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
+pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<ScenarioOutcome<Figures>> {
     let http = ctx.cluster.http.clone();
     ctx.progress
         .step("start a node with a different session key");
@@ -59,7 +60,7 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<Outcome<Figures>> {
             other.is_ok() && other_key_user.is_none(),
         ),
     ];
-    Ok(Outcome {
+    Ok(ScenarioOutcome {
         summary: format!(
             "same key: {}, other key: {}",
             same_key_user.as_deref().unwrap_or("nobody"),
