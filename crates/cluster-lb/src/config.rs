@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::backend::BackendAddress;
+use crate::backend::{AddressError, BackendAddress};
 use crate::balancer::Algorithm;
 use crate::health::HealthOptions;
 use crate::proxy::ProxyOptions;
@@ -301,13 +301,59 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8081));
 
-/// A configuration mistake, worded for the operator; always one line.
+/// A configuration mistake, worded for the operator; every message is one line.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// toml's own message spans several lines (a source excerpt); this keeps the first, which
+    /// names the problem, and the line it is on.
+    #[error("config file {}: {}{}", path.display(), first_line(source.message()), at_line(*line))]
+    FileSyntax {
+        path: PathBuf,
+        line: Option<usize>,
+        source: toml::de::Error,
+    },
+    #[error(transparent)]
+    Backend(#[from] AddressError),
+    #[error("backend {0} is listed twice")]
+    DuplicateBackend(BackendAddress),
+    #[error("trusted proxy {text:?} is not a CIDR such as 10.0.0.0/8")]
+    TrustedProxy {
+        text: String,
+        source: ipnet::AddrParseError,
+    },
+    #[error("{what} must be greater than 0 ms")]
+    ZeroDuration { what: &'static str },
+    #[error("{what} must be at least 1")]
+    Zero { what: &'static str },
+    #[error("{what} must be at least 1, got {value}")]
+    ConnectionCap { what: &'static str, value: usize },
+    #[error("max buffered body bytes ({budget}) must be at least max body bytes ({largest_body})")]
+    BodyBudgetBelowLargestBody { budget: usize, largest_body: usize },
+    #[error("max header bytes must be at least {MIN_HEADER_BYTES}, got {0}")]
+    HeaderLimitTooSmall(usize),
+    #[error("health path must start with '/', got {0:?}")]
+    HealthPath(String),
+    #[error(
+        "admin API on non-loopback address {0} needs a token (--admin-token / LB_ADMIN_TOKEN)"
+    )]
+    AdminTokenMissing(SocketAddr),
+}
 
-fn invalid(message: impl Into<String>) -> ConfigError {
-    ConfigError(message.into())
+/// The smallest header limit accepted: below it ordinary browser requests would get 431.
+const MIN_HEADER_BYTES: usize = 1024;
+
+fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or("invalid TOML")
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|line| format!(" (line {line})"))
+        .unwrap_or_default()
 }
 
 impl Settings {
@@ -345,9 +391,9 @@ impl Settings {
 
         let backends = given.backends.unwrap_or_default();
         for address in backends.iter().map(|b| b.trim()).filter(|b| !b.is_empty()) {
-            let address = BackendAddress::parse(address).map_err(invalid)?;
+            let address = BackendAddress::parse(address)?;
             if settings.backends.contains(&address) {
-                return Err(invalid(format!("backend {address} is listed twice")));
+                return Err(ConfigError::DuplicateBackend(address));
             }
             settings.backends.push(address);
         }
@@ -399,16 +445,14 @@ impl Settings {
             proxy.max_buffered_body_bytes = bytes;
         }
         if proxy.max_buffered_body_bytes < proxy.max_body_bytes {
-            return Err(invalid(format!(
-                "max buffered body bytes ({}) must be at least max body bytes ({})",
-                proxy.max_buffered_body_bytes, proxy.max_body_bytes
-            )));
+            return Err(ConfigError::BodyBudgetBelowLargestBody {
+                budget: proxy.max_buffered_body_bytes,
+                largest_body: proxy.max_body_bytes,
+            });
         }
         if let Some(bytes) = given.max_header_bytes {
-            if bytes < 1024 {
-                return Err(invalid(format!(
-                    "max header bytes must be at least 1024, got {bytes}"
-                )));
+            if bytes < MIN_HEADER_BYTES {
+                return Err(ConfigError::HeaderLimitTooSmall(bytes));
             }
             proxy.max_header_bytes = bytes;
         }
@@ -416,9 +460,7 @@ impl Settings {
         let health = &mut settings.health;
         if let Some(path) = given.health_path {
             if !path.starts_with('/') {
-                return Err(invalid(format!(
-                    "health path must start with '/', got {path:?}"
-                )));
+                return Err(ConfigError::HealthPath(path));
             }
             health.path = path;
         }
@@ -440,7 +482,7 @@ impl Settings {
             given.shutdown_timeout_ms,
         )?;
         settings.workers = match given.workers {
-            Some(0) => return Err(invalid("workers must be at least 1")),
+            Some(0) => return Err(ConfigError::Zero { what: "workers" }),
             workers => workers,
         };
         if let Some(max) = given.max_connections {
@@ -451,35 +493,21 @@ impl Settings {
         }
 
         if !settings.admin_listen.ip().is_loopback() && settings.admin_token.is_none() {
-            return Err(invalid(format!(
-                "admin API on non-loopback address {} needs a token (--admin-token / LB_ADMIN_TOKEN)",
-                settings.admin_listen
-            )));
+            return Err(ConfigError::AdminTokenMissing(settings.admin_listen));
         }
         Ok(settings)
     }
 }
 
 fn read_file(path: &Path) -> Result<SettingsLayer, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid(format!("cannot read config file {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| {
-        // toml's messages span several lines (source excerpt); keep the first, which names the problem.
-        let message = e
-            .message()
-            .lines()
-            .next()
-            .unwrap_or("invalid TOML")
-            .to_string();
-        let at = e
-            .span()
-            .map(|span| line_of(&text, span.start))
-            .map(|line| format!(" (line {line})"));
-        invalid(format!(
-            "config file {}: {message}{}",
-            path.display(),
-            at.unwrap_or_default()
-        ))
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::FileSyntax {
+        path: path.to_path_buf(),
+        line: source.span().map(|span| line_of(&text, span.start)),
+        source,
     })
 }
 
@@ -489,19 +517,24 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 fn parse_cidr(text: &str) -> Result<IpNet, ConfigError> {
     let text = text.trim();
-    // A bare address means just that host.
-    text.parse::<IpNet>()
-        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| {
-            invalid(format!(
-                "trusted proxy {text:?} is not a CIDR such as 10.0.0.0/8"
-            ))
-        })
+    text.parse::<IpNet>().or_else(|source| {
+        // A bare address means just that host.
+        text.parse::<std::net::IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| ConfigError::TrustedProxy {
+                text: text.to_string(),
+                source,
+            })
+    })
 }
 
-fn set_duration(slot: &mut Duration, what: &str, millis: Option<u64>) -> Result<(), ConfigError> {
+fn set_duration(
+    slot: &mut Duration,
+    what: &'static str,
+    millis: Option<u64>,
+) -> Result<(), ConfigError> {
     match millis {
-        Some(0) => Err(invalid(format!("{what} must be greater than 0 ms"))),
+        Some(0) => Err(ConfigError::ZeroDuration { what }),
         Some(ms) => {
             *slot = Duration::from_millis(ms);
             Ok(())
@@ -510,17 +543,17 @@ fn set_duration(slot: &mut Duration, what: &str, millis: Option<u64>) -> Result<
     }
 }
 
-fn at_least_one_connection(what: &str, value: usize) -> Result<usize, ConfigError> {
+fn at_least_one_connection(what: &'static str, value: usize) -> Result<usize, ConfigError> {
     // The cap is a semaphore's permit count, which has a ceiling far above any sane limit.
     if value == 0 || value > tokio::sync::Semaphore::MAX_PERMITS {
-        return Err(invalid(format!("{what} must be at least 1, got {value}")));
+        return Err(ConfigError::ConnectionCap { what, value });
     }
     Ok(value)
 }
 
-fn at_least_one(what: &str, value: u32) -> Result<u32, ConfigError> {
+fn at_least_one(what: &'static str, value: u32) -> Result<u32, ConfigError> {
     if value == 0 {
-        return Err(invalid(format!("{what} must be at least 1")));
+        return Err(ConfigError::Zero { what });
     }
     Ok(value)
 }
@@ -531,7 +564,7 @@ mod tests {
 
     fn settings(args: &[&str]) -> Result<Settings, ConfigError> {
         let cli = Cli::try_parse_from(std::iter::once("cluster-lb").chain(args.iter().copied()))
-            .map_err(|e| invalid(e.to_string()))?;
+            .expect("the flags parse");
         Settings::from_cli(&cli)
     }
 
@@ -783,6 +816,36 @@ mod tests {
         assert_eq!(set.proxy.body_timeout, Duration::from_millis(1500));
         assert_eq!(set.proxy.body_idle_timeout, Duration::from_millis(200));
         assert_eq!(set.proxy.max_buffered_body_bytes, 2 * 1024 * 1024);
+    }
+
+    #[test]
+    fn each_mistake_is_its_own_variant_carrying_its_cause() {
+        use std::error::Error;
+        let refused = |args: &[&str]| settings(args).expect_err("refused");
+        assert!(matches!(
+            refused(&["--backend=a:1,a:1"]),
+            ConfigError::DuplicateBackend(_)
+        ));
+        assert!(matches!(
+            refused(&["--backend=node1"]),
+            ConfigError::Backend(AddressError::NotHostAndPort(_))
+        ));
+        assert!(matches!(
+            refused(&["--health-fall=0"]),
+            ConfigError::Zero {
+                what: "health fall"
+            }
+        ));
+        assert!(matches!(
+            refused(&["--admin-listen=0.0.0.0:1"]),
+            ConfigError::AdminTokenMissing(_)
+        ));
+        let proxy = refused(&["--trusted-proxy=10.0.0.0/99"]);
+        assert!(matches!(proxy, ConfigError::TrustedProxy { .. }));
+        assert!(proxy.source().is_some(), "the parse error is kept");
+        let missing = refused(&["--config=/nonexistent/cluster-lb.toml"]);
+        assert!(matches!(missing, ConfigError::ReadFile { .. }));
+        assert!(missing.source().is_some(), "the I/O error is kept");
     }
 
     #[test]
