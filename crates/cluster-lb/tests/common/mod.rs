@@ -3,6 +3,9 @@
 //! and a load generator that counts every failed request.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod lb_process;
+pub mod own_503;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
