@@ -315,7 +315,8 @@ pub enum ConfigError {
     FileSyntax {
         path: PathBuf,
         line: Option<usize>,
-        source: toml::de::Error,
+        // Boxed: toml's error is large, and every `Result` of this type would carry its size.
+        source: Box<toml::de::Error>,
     },
     #[error(transparent)]
     Backend(#[from] AddressError),
@@ -507,7 +508,7 @@ fn read_file(path: &Path) -> Result<SettingsLayer, ConfigError> {
     toml::from_str(&text).map_err(|source| ConfigError::FileSyntax {
         path: path.to_path_buf(),
         line: source.span().map(|span| line_of(&text, span.start)),
-        source,
+        source: Box::new(source),
     })
 }
 
