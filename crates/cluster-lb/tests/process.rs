@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::lb_process::{lb_command, LbBuilder};
 use common::own_503::assert_own_503;
-use common::{client, TestBackend};
+use common::{client, status_of, TestBackend};
 use test_support::{free_port, wait_for};
 
 /// Runs the binary with `args`, expecting it to refuse to start.
@@ -98,30 +98,13 @@ async fn admin_token_from_the_environment_guards_a_public_admin_listener() {
     let _running = lb.spawn();
     let http = client();
     let drain_url = lb.admin_url(&format!("/backends/{}/drain", backend.address()));
+    assert_eq!(status_of(http.post(&drain_url)).await, 401);
     assert_eq!(
-        http.post(&drain_url)
-            .send()
-            .await
-            .expect("response")
-            .status(),
+        status_of(http.post(&drain_url).bearer_auth("nope")).await,
         401
     );
     assert_eq!(
-        http.post(&drain_url)
-            .bearer_auth("nope")
-            .send()
-            .await
-            .expect("response")
-            .status(),
-        401
-    );
-    assert_eq!(
-        http.post(&drain_url)
-            .bearer_auth("t0ken")
-            .send()
-            .await
-            .expect("response")
-            .status(),
+        status_of(http.post(&drain_url).bearer_auth("t0ken")).await,
         200
     );
     let proxied = http.get(lb.url("/")).send().await.expect("response");

@@ -376,6 +376,11 @@ pub fn client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
+/// Sends `request` and returns the status of its answer.
+pub async fn status_of(request: reqwest::RequestBuilder) -> StatusCode {
+    request.send().await.expect("response").status()
+}
+
 /// Outcome of a load run.
 #[derive(Debug, Default)]
 pub struct LoadReport {
