@@ -135,7 +135,7 @@ impl Admin {
         };
         let address = match BackendAddress::parse(&new.address) {
             Ok(address) => address,
-            Err(e) => return body::error(StatusCode::BAD_REQUEST, &e),
+            Err(e) => return body::error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         match self.backends.add(address) {
             Ok(backend) => {

@@ -16,6 +16,18 @@ use prometheus::{IntCounter, IntGauge};
 use crate::metrics::Metrics;
 use crate::peak_ewma::PeakEwma;
 
+/// Why a backend address was refused; the message names the address as given.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    #[error("backend {text:?} is not a host:port address: {source}")]
+    Unparsable {
+        text: String,
+        source: hyper::http::uri::InvalidUri,
+    },
+    #[error("backend {0:?} must be host:port with a port from 1 to 65535")]
+    NotHostAndPort(String),
+}
+
 /// A backend address as given (`host:port`), checked once so requests never fail to build a URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendAddress {
@@ -25,18 +37,17 @@ pub struct BackendAddress {
 
 impl BackendAddress {
     /// Accepts `host:port` where host is an IP address or a DNS name (resolved at connect time).
-    pub fn parse(text: &str) -> Result<BackendAddress, String> {
+    pub fn parse(text: &str) -> Result<BackendAddress, AddressError> {
         let text = text.trim();
-        let authority: Authority = text
-            .parse()
-            .map_err(|_| format!("backend {text:?} is not a host:port address"))?;
+        let authority: Authority = text.parse().map_err(|source| AddressError::Unparsable {
+            text: text.to_string(),
+            source,
+        })?;
         let valid = authority.port_u16().is_some_and(|port| port != 0)
             && !authority.host().is_empty()
             && !text.contains('@');
         if !valid {
-            return Err(format!(
-                "backend {text:?} must be host:port with a port from 1 to 65535"
-            ));
+            return Err(AddressError::NotHostAndPort(text.to_string()));
         }
         Ok(BackendAddress {
             text: text.to_string(),

@@ -6,6 +6,13 @@
 //! to buffer request bodies, [`body`] to stream responses and [`upgrade`] for WebSocket tunnels. [`health`] keeps each [`backend`]'s state
 //! honest; [`admin`] and [`metrics`] expose it. [`config`], [`server`], [`shutdown`], [`probe`]
 //! and [`load_balancer`] are the process around it.
+//!
+//! Errors: each public function that can fail returns a `thiserror` enum of its own concern
+//! ([`config::ConfigError`], [`backend::AddressError`], [`load_balancer::StartError`],
+//! [`probe::ProbeError`]), so a caller can match on what went wrong and still reach the cause
+//! through `source()`; each message is one line, which `main` prints before exiting with 2 (a
+//! configuration mistake) or 1. No `anyhow` here: it suits binaries that only report errors,
+//! not a library whose callers decide what an error means.
 
 pub mod admin;
 pub mod backend;

@@ -12,6 +12,7 @@
 //!   main thread.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,9 +153,24 @@ pub async fn run(
     let _ = tokio::join!(proxy, admin);
 }
 
+/// Why the balancer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address} ({listener}): {source}")]
+    Listen {
+        listener: &'static str,
+        address: SocketAddr,
+        source: io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] io::Error),
+    #[error("cannot start worker thread: {0}")]
+    WorkerThread(#[source] io::Error),
+}
+
 /// Runs the balancer with `workers` proxy threads until `shutdown` resolves. Blocks the
 /// calling thread; an error is a listener that cannot be bound or a runtime that cannot start.
-pub fn run_per_core<S, F>(settings: Settings, workers: usize, shutdown: S) -> Result<(), String>
+pub fn run_per_core<S, F>(settings: Settings, workers: usize, shutdown: S) -> Result<(), StartError>
 where
     S: FnOnce() -> F,
     F: Future<Output = ()>,
@@ -166,8 +182,12 @@ where
         let proxy_listeners = shared_listeners(settings.listen, workers).await?;
         let admin = TcpListener::bind(settings.admin_listen)
             .await
-            .map_err(|e| format!("cannot listen on {} (admin): {e}", settings.admin_listen))?;
-        Ok::<_, String>((start_backends(&settings), admin, proxy_listeners))
+            .map_err(|source| StartError::Listen {
+                listener: "admin",
+                address: settings.admin_listen,
+                source,
+            })?;
+        Ok::<_, StartError>((start_backends(&settings), admin, proxy_listeners))
     })?;
 
     let mut threads = Vec::with_capacity(workers);
@@ -191,7 +211,7 @@ where
                     }
                 })
             })
-            .map_err(|e| format!("cannot start worker thread: {e}"))?;
+            .map_err(StartError::WorkerThread)?;
         threads.push(thread);
     }
 
@@ -212,19 +232,23 @@ where
     Ok(())
 }
 
-fn single_threaded_runtime() -> Result<tokio::runtime::Runtime, String> {
+fn single_threaded_runtime() -> Result<tokio::runtime::Runtime, StartError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .map_err(StartError::Runtime)
 }
 
 /// One listening socket, duplicated for each worker (each registers it with its own runtime).
 async fn shared_listeners(
     address: SocketAddr,
     workers: usize,
-) -> Result<Vec<std::net::TcpListener>, String> {
-    let cannot = |e: std::io::Error| format!("cannot listen on {address}: {e}");
+) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let cannot = |source| StartError::Listen {
+        listener: "proxy",
+        address,
+        source,
+    };
     let listener = TcpListener::bind(address)
         .await
         .map_err(cannot)?

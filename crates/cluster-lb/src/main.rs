@@ -31,7 +31,7 @@ fn main() -> ExitCode {
 
     if let Some(Command::Probe { url }) = &cli.command {
         let url = url.clone().unwrap_or_else(|| {
-            probe::default_url(cli.admin_listen.unwrap_or(DEFAULT_ADMIN_LISTEN))
+            probe::default_url(cli.settings.admin_listen.unwrap_or(DEFAULT_ADMIN_LISTEN))
         });
         return run_probe(&url);
     }

@@ -25,16 +25,43 @@ pub fn default_url(admin_listen: SocketAddr) -> String {
     format!("http://{host}:{}/healthz", admin_listen.port())
 }
 
+/// How long the probe waits for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the probe failed; each message names the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("invalid URL {url:?}: {source}")]
+    InvalidUrl {
+        url: String,
+        source: hyper::http::uri::InvalidUri,
+    },
+    #[error("{url} answered {status}")]
+    NotOk { url: String, status: StatusCode },
+    #[error("{url}: {source}")]
+    Request {
+        url: String,
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{url}: no answer within {} s", PROBE_TIMEOUT.as_secs())]
+    NoAnswer { url: String },
+}
+
 /// GETs `url`; `Ok` on 200, else the reason.
-pub async fn probe(url: &str) -> Result<(), String> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+pub async fn probe(url: &str) -> Result<(), ProbeError> {
+    let uri: Uri = url.parse().map_err(|source| ProbeError::InvalidUrl {
+        url: url.to_string(),
+        source,
+    })?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    match tokio::time::timeout(Duration::from_secs(2), client.get(uri)).await {
+    let url = url.to_string();
+    match tokio::time::timeout(PROBE_TIMEOUT, client.get(uri)).await {
         Ok(Ok(response)) if response.status() == StatusCode::OK => Ok(()),
-        Ok(Ok(response)) => Err(format!("{url} answered {}", response.status())),
-        Ok(Err(e)) => Err(format!("{url}: {e}")),
-        Err(_) => Err(format!("{url}: no answer within 2 s")),
+        Ok(Ok(response)) => Err(ProbeError::NotOk {
+            url,
+            status: response.status(),
+        }),
+        Ok(Err(source)) => Err(ProbeError::Request { url, source }),
+        Err(_) => Err(ProbeError::NoAnswer { url }),
     }
 }

@@ -188,19 +188,15 @@ impl Proxy {
             };
             let in_flight = backend.start_request();
             attempts += 1;
-            // A 503 is kept, to be passed on if it is not retried.
+            // An answer the policy may retry (a 503) is kept, to be passed on if it is not.
             let (outcome, unavailable, error) =
                 match self.attempt(&prepared, &backend, may_reuse).await {
                     Ok((response, lease, latency)) => {
                         backend.record_response(latency, response.status().is_server_error());
-                        if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+                        let Some(outcome) = Outcome::of_response(response.status()) else {
                             return self.respond(response, in_flight, lease, prepared);
-                        }
-                        (
-                            Outcome::Unavailable,
-                            Some((response, lease, in_flight)),
-                            None,
-                        )
+                        };
+                        (outcome, Some((response, lease, in_flight)), None)
                     }
                     Err((outcome, error, latency)) => {
                         drop(in_flight);

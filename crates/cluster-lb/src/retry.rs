@@ -14,6 +14,8 @@
 //! [`decide`] is that policy, in one function the proxy calls once per attempt that did not end
 //! in a response to pass on (the shape of linkerd2-proxy's retry policy): the attempt's outcome,
 //! the method, the attempts so far and whether a backend is left in, Retry or Respond out.
+//! Which answers are such attempts (a 503) is [`Outcome::of_response`], also here, so the proxy
+//! holds no part of the rule.
 //!
 //! Then cost: retries of lost requests and of 503s draw on a budget, a token bucket filled by
 //! 20% of the requests plus a small floor, so a sick cluster sees at most ~1.2x its normal load
@@ -23,7 +25,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
-use hyper::Method;
+use hyper::{Method, StatusCode};
 
 use crate::upstream::UpstreamError;
 
@@ -54,6 +56,12 @@ impl Outcome {
                 reused: error.on_reused_connection(),
             }
         }
+    }
+
+    /// Classifies a backend's answer: a 503 (up, but cannot serve right now) is an attempt for
+    /// [`decide`] to judge; any other status is passed on as it is.
+    pub fn of_response(status: StatusCode) -> Option<Outcome> {
+        (status == StatusCode::SERVICE_UNAVAILABLE).then_some(Outcome::Unavailable)
     }
 
     /// The `kind` label of `lb_upstream_errors_total`.
@@ -189,6 +197,23 @@ impl Default for RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_503_answer_is_an_outcome_to_judge() {
+        assert_eq!(
+            Outcome::of_response(StatusCode::SERVICE_UNAVAILABLE),
+            Some(Outcome::Unavailable)
+        );
+        for passed_on in [
+            StatusCode::OK,
+            StatusCode::NOT_FOUND,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::GATEWAY_TIMEOUT,
+        ] {
+            assert_eq!(Outcome::of_response(passed_on), None, "{passed_on}");
+        }
+    }
 
     #[test]
     fn budget_allows_a_burst_then_twenty_percent() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_lb::Algorithm;
-use common::{client, settings_for, start_load, BackendOptions, Lb, TestBackend};
+use common::{client, settings_for, start_load, status_of, BackendOptions, Lb, TestBackend};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -27,44 +27,14 @@ async fn mutating_calls_need_the_bearer_token() {
     let missing = add().send().await.expect("response");
     assert_eq!(missing.status(), 401);
     assert_eq!(missing.headers()["www-authenticate"], "Bearer");
-    assert_eq!(
-        add()
-            .bearer_auth("wrong")
-            .send()
-            .await
-            .expect("response")
-            .status(),
-        401
-    );
+    assert_eq!(status_of(add().bearer_auth("wrong")).await, 401);
     assert_eq!(lb.state_of(&backend.address()).await, "absent");
 
-    assert_eq!(
-        add()
-            .bearer_auth("s3cret")
-            .send()
-            .await
-            .expect("response")
-            .status(),
-        201
-    );
+    assert_eq!(status_of(add().bearer_auth("s3cret")).await, 201);
     assert_eq!(lb.state_of(&backend.address()).await, "up");
     // Reading needs no token.
-    assert_eq!(
-        http.get(lb.admin_url("/backends"))
-            .send()
-            .await
-            .expect("response")
-            .status(),
-        200
-    );
-    assert_eq!(
-        http.get(lb.admin_url("/healthz"))
-            .send()
-            .await
-            .expect("response")
-            .status(),
-        200
-    );
+    assert_eq!(status_of(http.get(lb.admin_url("/backends"))).await, 200);
+    assert_eq!(status_of(http.get(lb.admin_url("/healthz"))).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,11 +134,7 @@ async fn sticky_mode_pins_a_client_with_a_cookie() {
     settings.proxy.sticky = true;
     settings.proxy.algorithm = Algorithm::RoundRobin;
     let lb = Lb::start(settings).await;
-    let with_cookies = reqwest::Client::builder()
-        .no_proxy()
-        .cookie_store(true)
-        .build()
-        .expect("client");
+    let with_cookies = cookie_client();
     let mut served_by = std::collections::BTreeSet::new();
     for _ in 0..10 {
         let response = with_cookies
@@ -146,12 +142,7 @@ async fn sticky_mode_pins_a_client_with_a_cookie() {
             .send()
             .await
             .expect("response");
-        served_by.insert(
-            response.headers()["x-served-by"]
-                .to_str()
-                .expect("ascii")
-                .to_string(),
-        );
+        served_by.insert(served_by_header(&response));
     }
     assert_eq!(served_by.len(), 1, "one client, one backend: {served_by:?}");
     // Without the cookie, round-robin alternates, and each answer offers a cookie for its backend.
@@ -178,11 +169,7 @@ async fn sticky_mode_is_off_by_default() {
     // Round-robin makes "no pinning" exact: a pinned client would see one backend only.
     settings.proxy.algorithm = Algorithm::RoundRobin;
     let lb = Lb::start(settings).await;
-    let with_cookies = reqwest::Client::builder()
-        .no_proxy()
-        .cookie_store(true)
-        .build()
-        .expect("client");
+    let with_cookies = cookie_client();
     let mut served_by = Vec::new();
     for _ in 0..6 {
         let response = with_cookies
@@ -201,6 +188,15 @@ async fn sticky_mode_is_off_by_default() {
         served_by.windows(2).all(|pair| pair[0] != pair[1]),
         "one client, every backend in turn: {served_by:?}"
     );
+}
+
+/// A client that keeps cookies, as a browser would.
+fn cookie_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .build()
+        .expect("client")
 }
 
 fn served_by_header(response: &reqwest::Response) -> String {

@@ -6,36 +6,29 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::lb_process::LbBuilder;
 use common::{client, connect_and_send, TestBackend};
-use test_support::{free_port, ChildGuard};
+use test_support::ChildGuard;
 
 /// The balancer's descriptor limit: room for the cap below and its own few dozen.
 const FD_LIMIT: libc::rlim_t = 96;
 const CAP: usize = 40;
 const FLOOD: usize = 150;
 
-fn lb_with_fd_limit(proxy: u16, admin: u16, backends: &[&TestBackend]) -> ChildGuard {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cluster-lb"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LB_") {
-            command.env_remove(key);
-        }
-    }
-    command
+fn lb_with_fd_limit(backends: &[&TestBackend]) -> (LbBuilder, ChildGuard) {
+    let mut builder = LbBuilder::new()
         .env("RUST_LOG", "error")
-        .args(["--listen", &format!("127.0.0.1:{proxy}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .args(["--workers", "1", "--health-interval-ms", "100"])
-        .args(["--max-connections", &CAP.to_string()])
+        .setting("--workers", 1)
+        .setting("--health-interval-ms", 100)
+        .setting("--max-connections", CAP)
         // Long enough that the flood is still open while the checks below run.
-        .args(["--client-timeout-ms", "60000"])
-        .stdin(Stdio::null());
+        .setting("--client-timeout-ms", 60000);
     for backend in backends {
-        command.args(["--backend", &backend.address()]);
+        builder = builder.backend(backend);
     }
+    let mut command = builder.command();
     let limit = libc::rlimit {
         rlim_cur: FD_LIMIT,
         rlim_max: FD_LIMIT,
@@ -50,15 +43,16 @@ fn lb_with_fd_limit(proxy: u16, admin: u16, backends: &[&TestBackend]) -> ChildG
             }
         });
     }
-    ChildGuard::spawn("cluster-lb", &mut command)
+    let running = ChildGuard::spawn("cluster-lb", &mut command);
+    (builder, running)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_silent_connections_cannot_starve_requests_or_health_checks() {
     let a = TestBackend::start("a").await;
     let b = TestBackend::start("b").await;
-    let (proxy, admin) = (free_port(), free_port());
-    let _lb = lb_with_fd_limit(proxy, admin, &[&a, &b]);
+    let (lb, _running) = lb_with_fd_limit(&[&a, &b]);
+    let (proxy, admin) = (lb.port, lb.admin_port);
     let proxy_url = format!("http://127.0.0.1:{proxy}");
     let http = client();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

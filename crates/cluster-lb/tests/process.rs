@@ -3,23 +3,13 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{client, TestBackend};
-use test_support::{free_port, wait_for, ChildGuard};
-
-fn lb_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cluster-lb"));
-    // Keep the tests independent of the caller's environment.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LB_") {
-            command.env_remove(key);
-        }
-    }
-    command.env("RUST_LOG", "warn");
-    command
-}
+use common::lb_process::{lb_command, LbBuilder};
+use common::own_503::assert_own_503;
+use common::{client, status_of, TestBackend};
+use test_support::{free_port, wait_for};
 
 /// Runs the binary with `args`, expecting it to refuse to start.
 fn refusal(args: &[&str]) -> (i32, String) {
@@ -98,90 +88,34 @@ fn tempfile_dir() -> std::path::PathBuf {
     dir
 }
 
-/// Starts the binary and waits until its admin API answers.
-fn spawn_lb(args: &[String], envs: &[(&str, &str)], admin_port: u16) -> ChildGuard {
-    let mut command = lb_command();
-    command
-        .args(args)
-        .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let guard = ChildGuard::spawn("cluster-lb", &mut command);
-    let up = wait_for(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", admin_port)).ok()
-    });
-    assert!(up.is_some(), "cluster-lb did not open its admin port");
-    guard
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_from_the_environment_guards_a_public_admin_listener() {
     let backend = TestBackend::start("a").await;
-    let (port, admin_port) = (free_port(), free_port());
-    let args = vec![
-        "--listen".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--admin-listen".to_string(),
-        format!("0.0.0.0:{admin_port}"),
-    ];
-    let _lb = spawn_lb(
-        &args,
-        &[
-            ("LB_ADMIN_TOKEN", "t0ken"),
-            ("LB_BACKENDS", &backend.address()),
-        ],
-        admin_port,
-    );
+    let lb = LbBuilder::new()
+        .admin_on_all_interfaces()
+        .env("LB_ADMIN_TOKEN", "t0ken")
+        .env("LB_BACKENDS", backend.address());
+    let _running = lb.spawn();
     let http = client();
-    let drain_url = format!(
-        "http://127.0.0.1:{admin_port}/backends/{}/drain",
-        backend.address()
-    );
+    let drain_url = lb.admin_url(&format!("/backends/{}/drain", backend.address()));
+    assert_eq!(status_of(http.post(&drain_url)).await, 401);
     assert_eq!(
-        http.post(&drain_url)
-            .send()
-            .await
-            .expect("response")
-            .status(),
+        status_of(http.post(&drain_url).bearer_auth("nope")).await,
         401
     );
     assert_eq!(
-        http.post(&drain_url)
-            .bearer_auth("nope")
-            .send()
-            .await
-            .expect("response")
-            .status(),
-        401
-    );
-    assert_eq!(
-        http.post(&drain_url)
-            .bearer_auth("t0ken")
-            .send()
-            .await
-            .expect("response")
-            .status(),
+        status_of(http.post(&drain_url).bearer_auth("t0ken")).await,
         200
     );
-    let proxied = http
-        .get(format!("http://127.0.0.1:{port}/"))
-        .send()
-        .await
-        .expect("response");
-    assert_eq!(proxied.status(), 503, "the only backend is draining");
+    let proxied = http.get(lb.url("/")).send().await.expect("response");
+    assert_own_503(proxied, "the only backend is draining").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_exits_0_on_200_and_1_otherwise() {
-    let (port, admin_port) = (free_port(), free_port());
-    let args = vec![
-        "--listen".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--admin-listen".to_string(),
-        format!("127.0.0.1:{admin_port}"),
-    ];
-    let _lb = spawn_lb(&args, &[], admin_port);
+    let lb = LbBuilder::new();
+    let admin_port = lb.admin_port;
+    let _running = lb.spawn();
     let probe = |extra: &[String]| {
         lb_command()
             .arg("probe")
@@ -232,17 +166,10 @@ async fn probe_exits_0_on_200_and_1_otherwise() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     let backend = TestBackend::start("slow").await;
-    let (port, admin_port) = (free_port(), free_port());
-    let args = vec![
-        "--listen".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--admin-listen".to_string(),
-        format!("127.0.0.1:{admin_port}"),
-        "--backend".to_string(),
-        backend.address(),
-    ];
-    let mut lb = spawn_lb(&args, &[], admin_port);
-    let url = format!("http://127.0.0.1:{port}/slow");
+    let builder = LbBuilder::new().backend(&backend);
+    let port = builder.port;
+    let mut lb = builder.spawn();
+    let url = builder.url("/slow");
     let in_flight =
         tokio::spawn(async move { client().get(url).header("x-delay-ms", "2000").send().await });
     let started = wait_for(Duration::from_secs(5), || {

@@ -3,6 +3,9 @@
 //! and a load generator that counts every failed request.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod lb_process;
+pub mod own_503;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -371,6 +374,11 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("HTTP client")
+}
+
+/// Sends `request` and returns the status of its answer.
+pub async fn status_of(request: reqwest::RequestBuilder) -> StatusCode {
+    request.send().await.expect("response").status()
 }
 
 /// Outcome of a load run.
