@@ -1,7 +1,7 @@
 //! A POST's body is streamed to the backend as it arrives (it is never re-sent once any of it
 //! was sent, so buffering it buys nothing): the backend sees the first bytes while the client
-//! still holds the rest; a stalled stream still ends in bounded time (408, the backend's
-//! connection closed); a refused connection still sends the POST to another backend; and
+//! still holds the rest; a stalled or trickled stream still ends in bounded time (408, the
+//! backend's connection closed), one over the size limit in 413; a refused connection still sends the POST to another backend; and
 //! streamed bodies take nothing from the budget of buffered ones.
 
 mod common;
@@ -174,6 +174,64 @@ async fn a_stalled_streamed_body_gets_408_and_its_backend_connection_is_closed()
         .await
         .expect("the aborted request's backend connection is closed, never reused");
     assert!(rest.is_empty(), "nothing more was sent on it: {rest:?}");
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn a_trickled_streamed_body_gets_408_after_the_body_timeout() {
+    let mut backend = RawBackend::start().await;
+    let mut settings = Settings::with_backends(vec![backend.backend_address()]);
+    settings.proxy.body_timeout = Duration::from_millis(800);
+    let lb = Lb::start(settings).await;
+
+    let stream = connect_and_send(lb.addr, &post_head(1000)).await;
+    let (mut reader, mut writer) = stream.into_split();
+    // One byte every 100 ms: never idle long, but 1000 bytes would take 100 s.
+    let trickle = tokio::spawn(async move {
+        for _ in 0..1000 {
+            if writer.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let (mut upstream, _) = backend
+        .next_request(ANSWERED_WITHIN)
+        .await
+        .expect("the request was streamed to the backend");
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(ANSWERED_WITHIN, reader.read_to_end(&mut received)).await;
+    trickle.abort();
+    assert!(
+        read.is_ok(),
+        "a trickled body was still being streamed after {ANSWERED_WITHIN:?}"
+    );
+    let text = String::from_utf8_lossy(&received);
+    assert_eq!(raw_status(&text), 408, "{text}");
+    assert!(
+        read_until_closed(&mut upstream, ANSWERED_WITHIN)
+            .await
+            .is_some(),
+        "the backend's connection was closed"
+    );
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn a_streamed_chunked_body_over_the_limit_gets_413() {
+    let backend = TestBackend::start("a").await;
+    let settings = settings_for(&[&backend]);
+    let limit = settings.proxy.max_body_bytes;
+    let lb = Lb::start(settings).await;
+
+    // Chunked, so the size is only known while streaming: the limit, then 10 bytes too many.
+    let chunk = "y".repeat(limit);
+    let chunked = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\na\r\n0123456789\r\n",
+        chunk.len()
+    );
+    let head = common::raw_head(lb.addr, chunked.as_bytes()).await;
+    assert_eq!(raw_status(&head), 413, "{head}");
     lb.stop().await;
 }
 
