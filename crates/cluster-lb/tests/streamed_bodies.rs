@@ -1,8 +1,9 @@
 //! A POST's body is streamed to the backend as it arrives (it is never re-sent once any of it
 //! was sent, so buffering it buys nothing): the backend sees the first bytes while the client
 //! still holds the rest; a stalled or trickled stream still ends in bounded time (408, the
-//! backend's connection closed), one over the size limit in 413; a refused connection still sends the POST to another backend; and
-//! streamed bodies take nothing from the budget of buffered ones.
+//! backend's connection closed), one over the size limit in 413; a refused connection still
+//! sends the POST to another backend; and streamed bodies take nothing from the budget of
+//! buffered ones.
 
 mod common;
 
