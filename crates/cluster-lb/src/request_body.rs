@@ -6,6 +6,7 @@
 //! under the same deadlines and size limit but outside the budget), since such a request is
 //! never re-sent once any of it was sent. [`RequestBody`] is either, and hands each attempt the
 //! body it may send.
+//!
 //! A buffered body is an easy target: a client can send a body a byte every few seconds, or
 //! stop one byte short of its Content-Length, and hold the memory and the connection for as
 //! long as it likes. So reading a body has a total deadline and an idle deadline between two

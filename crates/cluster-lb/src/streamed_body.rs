@@ -16,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -67,7 +68,7 @@ impl StreamProgress {
 pub struct StreamedBody {
     incoming: Incoming,
     max_bytes: usize,
-    idle_timeout: std::time::Duration,
+    idle_timeout: Duration,
     /// The whole body must have arrived by then.
     deadline: Instant,
     /// The next chunk must arrive by then: reset after each chunk, never past `deadline`.
