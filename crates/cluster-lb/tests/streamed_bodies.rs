@@ -2,8 +2,8 @@
 //! was sent, so buffering it buys nothing): the backend sees the first bytes while the client
 //! still holds the rest; a stalled or trickled stream still ends in bounded time (408, the
 //! backend's connection closed), one over the size limit in 413; a refused connection still
-//! sends the POST to another backend; and streamed bodies take nothing from the budget of
-//! buffered ones.
+//! sends the POST to another backend; a backend connection answered before its streamed body
+//! ended is not reused; and streamed bodies take nothing from the budget of buffered ones.
 
 mod common;
 
@@ -175,6 +175,43 @@ async fn a_stalled_streamed_body_gets_408_and_its_backend_connection_is_closed()
         .await
         .expect("the aborted request's backend connection is closed, never reused");
     assert!(rest.is_empty(), "nothing more was sent on it: {rest:?}");
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_answered_before_its_streamed_body_ended_is_not_reused() {
+    let mut backend = RawBackend::start().await;
+    let lb = Lb::start(Settings::with_backends(vec![backend.backend_address()])).await;
+
+    let mut request = post_head(20);
+    request.extend_from_slice(b"first-half");
+    let mut early = connect_and_send(lb.addr, &request).await;
+    let (mut upstream, mut seen) = backend
+        .next_request(ANSWERED_WITHIN)
+        .await
+        .expect("the request was streamed to the backend");
+    assert!(read_until_contains(&mut upstream, &mut seen, b"first-half", ANSWERED_WITHIN).await);
+    // A backend may answer before it has read the whole body.
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    upstream.write_all(answer).await.expect("answer");
+    let mut response = Vec::new();
+    assert!(
+        read_until_contains(&mut early, &mut response, b"ok", ANSWERED_WITHIN).await,
+        "the early answer was passed on"
+    );
+
+    // That connection is mid-message (the client still holds half the body): the next request
+    // must get a connection of its own rather than wait behind it.
+    let next = tokio::spawn(client().get(lb.url("/next")).send());
+    let (mut second, _) = backend
+        .next_request(ANSWERED_WITHIN)
+        .await
+        .expect("the next request came on a new connection");
+    let empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    second.write_all(empty).await.expect("answer");
+    let response = next.await.expect("join").expect("GET answered");
+    assert_eq!(response.status(), 200);
+    drop(early);
     lb.stop().await;
 }
 
