@@ -3,9 +3,10 @@
 //! Reading order: [`proxy`] (the request path) uses [`balancer`] to choose among the backends
 //! of [`backend_set`] (scored by [`peak_ewma`], optionally pinned by [`sticky`]), [`retry`] to
 //! decide what may be sent again, [`hop_by_hop`] / [`forwarded`] for headers, [`request_body`]
-//! to buffer request bodies, [`body`] to stream responses and [`upgrade`] for WebSocket tunnels. [`health`] keeps each [`backend`]'s state
-//! honest; [`admin`] and [`metrics`] expose it. [`config`], [`server`], [`shutdown`], [`probe`]
-//! and [`load_balancer`] are the process around it.
+//! to buffer request bodies (or [`streamed_body`] to stream them), [`body`] to stream responses
+//! and [`upgrade`] for WebSocket tunnels. [`health`] keeps each [`backend`]'s state honest;
+//! [`admin`] and [`metrics`] expose it. [`config`], [`server`], [`shutdown`], [`probe`] and
+//! [`load_balancer`] are the process around it.
 //!
 //! Errors: each public function that can fail returns a `thiserror` enum of its own concern
 //! ([`config::ConfigError`], [`backend::AddressError`], [`load_balancer::StartError`],
@@ -33,6 +34,7 @@ pub mod retry;
 pub mod server;
 pub mod shutdown;
 pub mod sticky;
+pub mod streamed_body;
 pub mod upgrade;
 pub mod upstream;
 

@@ -1,28 +1,36 @@
 //! The proxy core: one client request in, one response out, over the best available backend.
 //!
 //! For each request it checks the limits, rewrites the headers (hop-by-hop out, forwarding
-//! headers in), buffers the body so the request can be replayed, then tries a backend chosen by
-//! the balancer. A failed attempt is retried when `retry.rs` says it is safe and affordable
-//! (after a pooled connection broke, on new connections only); `health.rs` judges what the
-//! failure says about the backend.
+//! headers in), buffers the body of an idempotent request so it can be replayed (any other
+//! body is streamed), then tries a backend chosen by the balancer. A failed attempt is retried
+//! when `retry.rs` says it is safe and affordable (after a pooled connection broke, on new
+//! connections only); `health.rs` judges what the failure says about the backend.
 //! The response streams back untouched apart from header hygiene. This module knows nothing of
 //! configuration files or the admin API: it is handed a backend set and [`ProxyOptions`].
 //!
 //! Buffering bodies (up to `max_body_bytes`, 1 MiB by default, 413 beyond) is the price of safe
 //! retries: a streamed body is gone once sent. It costs memory per in-flight upload and adds
-//! the upload time before the first byte reaches a backend; the cluster's JSON API sends small
-//! bodies, so replayability wins here. A proxy for large uploads would stream and not retry.
-//! Buffering is bounded (`request_body.rs`): a body must arrive within `body_timeout`, with no
-//! gap over `body_idle_timeout` (else 408), and all bodies being buffered share one budget of
-//! `max_buffered_body_bytes` (64 MiB by default; beyond it 503 with `Retry-After`), so slow or
-//! stalled uploads cannot hold unbounded memory.
+//! the upload time before the first byte reaches a backend. So only what may be replayed is
+//! buffered: the body of an idempotent request (GET, PUT, DELETE, ...), which is sent again
+//! after a lost connection. A request that is not idempotent (POST, PATCH, ...) is never re-sent
+//! once any of it was sent, so its body is streamed to the backend as it arrives
+//! (`streamed_body.rs`); it still goes to another backend when no connection could be opened,
+//! since the body is untouched until the request is written. A request without a body is
+//! "buffered" for free and keeps every retry.
+//! Both ways are bounded: a body must arrive within `body_timeout`, with no gap over
+//! `body_idle_timeout` (else 408; a streamed body's request is aborted and the backend's
+//! connection closed, and the client gets the 408 unless the backend has already answered), and
+//! all bodies being buffered share one budget of `max_buffered_body_bytes` (64 MiB by default;
+//! beyond it 503 with `Retry-After`), so slow or stalled uploads cannot hold unbounded memory.
+//! Streamed bodies hold no more than hyper's buffers and take nothing from that budget. The
+//! wait for a streamed request's response head may last `body_timeout` longer than
+//! `response_timeout`, since the upload happens during it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Uri, Version};
@@ -37,11 +45,11 @@ use crate::forwarded::{self, TrustedProxies, X_REQUEST_ID};
 use crate::health;
 use crate::hop_by_hop;
 use crate::metrics::Metrics;
-use crate::request_body::{self, BodyBudget, BodyLimits, BufferedBody};
+use crate::request_body::{self, BodyBudget, BodyError, BodyLimits, RequestBody};
 use crate::retry::{self, Decision, Outcome, RetryBudget};
 use crate::sticky;
 use crate::upgrade;
-use crate::upstream::{self, Lease, Upstream, UpstreamError};
+use crate::upstream::{self, Lease, Upstream, UpstreamBody, UpstreamError};
 
 /// Longest request target (path and query); longer -> 414. nginx's default line buffer.
 const MAX_URI_BYTES: usize = 8 * 1024;
@@ -117,7 +125,7 @@ struct Prepared {
     method: hyper::Method,
     path_and_query: hyper::http::uri::PathAndQuery,
     headers: HeaderMap,
-    body: BufferedBody,
+    body: RequestBody,
     request_id: HeaderValue,
     client_upgrade: Option<OnUpgrade>,
 }
@@ -162,7 +170,7 @@ impl Proxy {
     }
 
     async fn forward(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        let prepared = match self.prepare(request, peer).await {
+        let mut prepared = match self.prepare(request, peer).await {
             Ok(prepared) => prepared,
             Err(response) => return response,
         };
@@ -179,6 +187,11 @@ impl Proxy {
         // After a pooled connection broke, this request goes on new connections only.
         let mut may_reuse = true;
         loop {
+            let Some(upstream_body) = prepared.body.for_attempt() else {
+                // Not reached: `retry::decide` never retries a request whose streamed body left.
+                let response = body::error(StatusCode::BAD_GATEWAY, "request body already sent");
+                return with_id(response, &prepared.request_id);
+            };
             let backend = match sticky_choice
                 .take()
                 .or_else(|| self.balancer.pick(&snapshot, &tried))
@@ -189,21 +202,27 @@ impl Proxy {
             let in_flight = backend.start_request();
             attempts += 1;
             // An answer the policy may retry (a 503) is kept, to be passed on if it is not.
-            let (outcome, unavailable, error) =
-                match self.attempt(&prepared, &backend, may_reuse).await {
-                    Ok((response, lease, latency)) => {
-                        backend.record_response(latency, response.status().is_server_error());
-                        let Some(outcome) = Outcome::of_response(response.status()) else {
-                            return self.respond(response, in_flight, lease, prepared);
-                        };
-                        (outcome, Some((response, lease, in_flight)), None)
+            let (outcome, unavailable, error) = match self
+                .attempt(&mut prepared, upstream_body, &backend, may_reuse)
+                .await
+            {
+                Ok((response, lease, latency)) => {
+                    backend.record_response(latency, response.status().is_server_error());
+                    let Some(outcome) = Outcome::of_response(response.status()) else {
+                        return self.respond(response, in_flight, lease, prepared);
+                    };
+                    (outcome, Some((response, lease, in_flight)), None)
+                }
+                Err((outcome, error, latency)) => {
+                    drop(in_flight);
+                    if let Some(refused) = prepared.body.failure() {
+                        // The client's streamed body broke off: nothing against the backend.
+                        return self.refuse_body(refused, &prepared.request_id);
                     }
-                    Err((outcome, error, latency)) => {
-                        drop(in_flight);
-                        self.note_failure(&backend, outcome, error.as_ref(), latency);
-                        (outcome, None, error)
-                    }
-                };
+                    self.note_failure(&backend, outcome, error.as_ref(), latency);
+                    (outcome, None, error)
+                }
+            };
             if outcome == (Outcome::Lost { reused: true }) {
                 // Maybe not the backend's doing: a new connection to it is worth a try.
                 may_reuse = false;
@@ -214,6 +233,7 @@ impl Proxy {
             let attempt = retry::Attempt {
                 outcome,
                 method: &prepared.method,
+                replayable: prepared.body.is_replayable(),
                 attempts,
                 alternative: untried_left(&snapshot, &tried),
             };
@@ -316,15 +336,13 @@ impl Proxy {
             timeout: self.options.body_timeout,
             idle_timeout: self.options.body_idle_timeout,
         };
-        let body = match request_body::read(incoming, limits, &self.body_budget).await {
-            Ok(body) => body,
-            Err(refused) => {
-                self.metrics
-                    .request_bodies_refused
-                    .with_label_values(&[refused.as_str()])
-                    .inc();
-                return Err(with_id(refused.response(), &request_id));
+        let body = if retry::is_idempotent(&parts.method) || incoming.is_end_stream() {
+            match request_body::read(incoming, limits, &self.body_budget).await {
+                Ok(body) => RequestBody::Buffered(body),
+                Err(refused) => return Err(self.refuse_body(refused, &request_id)),
             }
+        } else {
+            RequestBody::streamed(incoming, limits)
         };
         let path_and_query = parts
             .uri
@@ -341,15 +359,30 @@ impl Proxy {
         })
     }
 
-    /// One try on one backend, bounded by the response timeout.
+    /// Counts a request body refused (too large, too slow, over budget) and answers it.
+    fn refuse_body(&self, refused: BodyError, request_id: &HeaderValue) -> Response<ProxyBody> {
+        self.metrics
+            .request_bodies_refused
+            .with_label_values(&[refused.as_str()])
+            .inc();
+        with_id(refused.response(), request_id)
+    }
+
+    /// One try on one backend, bounded by the response timeout (plus the body timeout while a
+    /// streamed body may still be uploading). A streamed body that was not sent is put back.
     async fn attempt(
         &self,
-        prepared: &Prepared,
+        prepared: &mut Prepared,
+        body: UpstreamBody,
         backend: &Backend,
         may_reuse: bool,
     ) -> Result<(Response<Incoming>, Lease, Duration), (Outcome, Option<UpstreamError>, Duration)>
     {
-        let mut request = Request::new(Full::new(prepared.body.bytes.clone()));
+        let mut limit = self.options.response_timeout;
+        if prepared.body.is_streamed() {
+            limit += self.options.body_timeout;
+        }
+        let mut request = Request::new(body);
         *request.method_mut() = prepared.method.clone();
         *request.uri_mut() = Uri::from(prepared.path_and_query.clone());
         *request.version_mut() = Version::HTTP_11;
@@ -362,14 +395,15 @@ impl Proxy {
         }
 
         let started = Instant::now();
-        match tokio::time::timeout(
-            self.options.response_timeout,
-            self.upstream.send(backend, request, may_reuse),
-        )
-        .await
-        {
+        match tokio::time::timeout(limit, self.upstream.send(backend, request, may_reuse)).await {
             Ok(Ok((response, lease))) => Ok((response, lease, started.elapsed())),
-            Ok(Err(e)) => Err((Outcome::of(&e), Some(e), started.elapsed())),
+            Ok(Err(failed)) => {
+                if let Some(unsent) = failed.unsent {
+                    prepared.body.put_back(unsent.into_body());
+                }
+                let e = failed.error;
+                Err((Outcome::of(&e), Some(e), started.elapsed()))
+            }
             Err(_) => Err((Outcome::TimedOut, None, started.elapsed())),
         }
     }
@@ -383,12 +417,15 @@ impl Proxy {
         prepared: Prepared,
     ) -> Response<ProxyBody> {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let reusable = upstream::reusable_after(
-            prepared.client_upgrade.is_some(),
-            response.status(),
-            response.version(),
-            response.headers(),
-        );
+        // A streamed body still being written when the response came leaves the connection
+        // mid-message.
+        let reusable = prepared.body.is_sent()
+            && upstream::reusable_after(
+                prepared.client_upgrade.is_some(),
+                response.status(),
+                response.version(),
+                response.headers(),
+            );
         let upgrade_protocol = switching
             .then(|| response.headers().get(header::UPGRADE).cloned())
             .flatten();

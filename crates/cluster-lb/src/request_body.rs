@@ -1,6 +1,12 @@
-//! Reading a client's request body into memory, bounded in time and in memory.
+//! A client's request body, buffered or streamed, and reading one into memory, bounded in time
+//! and in memory.
 //!
-//! The proxy buffers bodies so a request can be replayed on another backend (see `proxy.rs`).
+//! The proxy buffers the body of an idempotent request so the request can be replayed on
+//! another backend (see `proxy.rs`); any other request's body is streamed (`streamed_body.rs`,
+//! under the same deadlines and size limit but outside the budget), since such a request is
+//! never re-sent once any of it was sent. [`RequestBody`] is either, and hands each attempt the
+//! body it may send.
+//!
 //! A buffered body is an easy target: a client can send a body a byte every few seconds, or
 //! stop one byte short of its Content-Length, and hold the memory and the connection for as
 //! long as it likes. So reading a body has a total deadline and an idle deadline between two
@@ -10,18 +16,21 @@
 //! is fine and the balancer is the one short of room. The bytes stay reserved until the request
 //! (with its buffered body) is dropped.
 
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use tokio::time::Instant;
 
 use crate::body::{self, ProxyBody};
+use crate::streamed_body::{StreamProgress, StreamedBody};
+use crate::upstream::UpstreamBody;
 
 /// How much, and for how long, one body may be read.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +106,74 @@ pub struct BufferedBody {
     _reservation: Reservation,
 }
 
+/// The body of a request being proxied.
+pub enum RequestBody {
+    /// Held whole in memory: every attempt sends a copy.
+    Buffered(BufferedBody),
+    /// Streamed from the client: only one attempt can send it. `body` is `None` once an attempt
+    /// took it and did not give it back unsent.
+    Streamed {
+        body: Option<StreamedBody>,
+        progress: Arc<StreamProgress>,
+    },
+}
+
+impl RequestBody {
+    pub fn streamed(incoming: Incoming, limits: BodyLimits) -> RequestBody {
+        let (body, progress) = StreamedBody::new(incoming, limits);
+        RequestBody::Streamed {
+            body: Some(body),
+            progress,
+        }
+    }
+
+    pub fn is_streamed(&self) -> bool {
+        matches!(self, RequestBody::Streamed { .. })
+    }
+
+    /// The body for the next attempt; `None` when a streamed body has already left.
+    pub fn for_attempt(&mut self) -> Option<UpstreamBody> {
+        match self {
+            RequestBody::Buffered(buffered) => {
+                Some(Either::Left(Full::new(buffered.bytes.clone())))
+            }
+            RequestBody::Streamed { body, .. } => body.take().map(Either::Right),
+        }
+    }
+
+    /// Takes back the body of an attempt that sent none of it, so the next attempt can.
+    pub fn put_back(&mut self, unsent: UpstreamBody) {
+        if let (RequestBody::Streamed { body, .. }, Either::Right(streamed)) = (self, unsent) {
+            *body = Some(streamed);
+        }
+    }
+
+    /// Could the request be sent again? Not once a streamed body has left, whole or in part.
+    pub fn is_replayable(&self) -> bool {
+        match self {
+            RequestBody::Buffered(_) => true,
+            RequestBody::Streamed { body, .. } => body.is_some(),
+        }
+    }
+
+    /// Why a streamed body broke off (the client's doing, not the backend's), if it did.
+    pub fn failure(&self) -> Option<BodyError> {
+        match self {
+            RequestBody::Buffered(_) => None,
+            RequestBody::Streamed { progress, .. } => progress.failure(),
+        }
+    }
+
+    /// Has the whole body been handed to the backend's connection? A connection whose request
+    /// was still being written when the response came is left mid-message.
+    pub fn is_sent(&self) -> bool {
+        match self {
+            RequestBody::Buffered(_) => true,
+            RequestBody::Streamed { progress, .. } => progress.is_sent(),
+        }
+    }
+}
+
 /// Why a body was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyError {
@@ -151,6 +228,19 @@ impl BodyError {
         response
     }
 }
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BodyError::TooLarge => "request body too large",
+            BodyError::Timeout => "request body not received in time",
+            BodyError::OverBudget => "request body budget spent",
+            BodyError::Unreadable => "request body could not be read",
+        })
+    }
+}
+
+impl std::error::Error for BodyError {}
 
 /// Reads `incoming` to its end within `limits`, drawing on `budget` as bytes arrive. Not at
 /// once for a declared Content-Length: then a few connections that only declare large bodies

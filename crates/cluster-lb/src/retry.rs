@@ -11,11 +11,15 @@
 //! that answers 503 is up but cannot serve right now (a node cut off from Redis): an idempotent
 //! request goes to a sibling, and when none is left the client gets the backend's own 503.
 //!
+//! A streamed request body (`streamed_body.rs`, for requests that are not idempotent) exists
+//! once: after any of it has left, the request cannot be built again, whatever the outcome. Only
+//! a connect failure hands it back whole.
+//!
 //! [`decide`] is that policy, in one function the proxy calls once per attempt that did not end
 //! in a response to pass on (the shape of linkerd2-proxy's retry policy): the attempt's outcome,
-//! the method, the attempts so far and whether a backend is left in, Retry or Respond out.
-//! Which answers are such attempts (a 503) is [`Outcome::of_response`], also here, so the proxy
-//! holds no part of the rule.
+//! the method, whether the request can be sent again, the attempts so far and whether a backend
+//! is left in, Retry or Respond out. Which answers are such attempts (a 503) is
+//! [`Outcome::of_response`], also here, so the proxy holds no part of the rule.
 //!
 //! Then cost: retries of lost requests and of 503s draw on a budget, a token bucket filled by
 //! 20% of the requests plus a small floor, so a sick cluster sees at most ~1.2x its normal load
@@ -80,6 +84,8 @@ impl Outcome {
 pub struct Attempt<'a> {
     pub outcome: Outcome,
     pub method: &'a Method,
+    /// Can the request be sent again? Not once a streamed body has left, whole or in part.
+    pub replayable: bool,
     /// Attempts made for this request so far, this one included.
     pub attempts: usize,
     /// Is there a backend the request could go to next (after a pooled connection broke, the
@@ -96,11 +102,11 @@ pub enum Decision {
 }
 
 /// The retry policy, the one place that decides whether an attempt is sent again: when it is
-/// safe (nothing was sent, or the method is idempotent), useful (not a timeout, somewhere left
+/// possible (the body is still here), safe (nothing was sent, or the method is idempotent), useful (not a timeout, somewhere left
 /// to go, under [`MAX_RETRIES`]) and, unless nothing was sent, affordable. `withdraw` takes one
 /// retry from the budget; it is called last, and only when a retry would cost one.
 pub fn decide(attempt: &Attempt, withdraw: impl FnOnce() -> bool) -> Decision {
-    if attempt.attempts > MAX_RETRIES || !attempt.alternative {
+    if !attempt.replayable || attempt.attempts > MAX_RETRIES || !attempt.alternative {
         return Decision::Respond;
     }
     let retry = match attempt.outcome {
@@ -240,29 +246,35 @@ mod tests {
         let (get, post, put) = (Method::GET, Method::POST, Method::PUT);
         let fresh = Lost { reused: false };
         let reused = Lost { reused: true };
-        // outcome, method, attempts so far, another backend?, budget left?, decision, budget spent?
+        // outcome, method, replayable?, attempts so far, another backend?, budget left?,
+        // decision, budget spent?
         let table = [
-            (ConnectFailed, &post, 1, true, false, Retry, false),
-            (ConnectFailed, &get, 3, true, true, Respond, false),
-            (ConnectFailed, &get, 1, false, true, Respond, false),
-            (fresh, &get, 1, true, true, Retry, true),
-            (fresh, &put, 2, true, true, Retry, true),
-            (fresh, &get, 3, true, true, Respond, false),
-            (fresh, &get, 1, true, false, Respond, true),
-            (fresh, &post, 1, true, true, Respond, false),
-            (reused, &get, 1, true, true, Retry, true),
-            (reused, &post, 1, true, true, Respond, false),
-            (reused, &get, 1, false, true, Respond, false),
-            (TimedOut, &get, 1, true, true, Respond, false),
-            (Unavailable, &get, 1, true, true, Retry, true),
-            (Unavailable, &get, 1, true, false, Respond, true),
-            (Unavailable, &post, 1, true, true, Respond, false),
-            (Unavailable, &get, 1, false, true, Respond, false),
+            (ConnectFailed, &post, true, 1, true, false, Retry, false),
+            (ConnectFailed, &post, false, 1, true, true, Respond, false),
+            (ConnectFailed, &get, true, 3, true, true, Respond, false),
+            (ConnectFailed, &get, true, 1, false, true, Respond, false),
+            (fresh, &get, true, 1, true, true, Retry, true),
+            (fresh, &put, true, 2, true, true, Retry, true),
+            (fresh, &get, true, 3, true, true, Respond, false),
+            (fresh, &get, true, 1, true, false, Respond, true),
+            (fresh, &post, true, 1, true, true, Respond, false),
+            (fresh, &post, false, 1, true, true, Respond, false),
+            (reused, &get, true, 1, true, true, Retry, true),
+            (reused, &post, true, 1, true, true, Respond, false),
+            (reused, &get, true, 1, false, true, Respond, false),
+            (TimedOut, &get, true, 1, true, true, Respond, false),
+            (Unavailable, &get, true, 1, true, true, Retry, true),
+            (Unavailable, &get, true, 1, true, false, Respond, true),
+            (Unavailable, &post, true, 1, true, true, Respond, false),
+            (Unavailable, &get, true, 1, false, true, Respond, false),
         ];
-        for (outcome, method, attempts, alternative, budget_left, expected, spends) in table {
+        for (outcome, method, replayable, attempts, alternative, budget_left, expected, spends) in
+            table
+        {
             let attempt = Attempt {
                 outcome,
                 method,
+                replayable,
                 attempts,
                 alternative,
             };

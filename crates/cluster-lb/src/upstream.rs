@@ -4,11 +4,13 @@
 //! A request first tries the backend's most recently used idle connection; one that has been
 //! idle longer than the idle timeout, or that the backend closed, is dropped on the way. A
 //! request that could not even be written on a pooled connection (it closed a moment before)
-//! goes on to the next one, then to a new connection. A connection returns to the pool when its
-//! response body has been read to the end and [`reusable_after`] its response says the backend
-//! keeps it open; one abandoned halfway is closed. A connection the backend may be closing must
-//! never be lent again: the next request on it would fail, and that failure, caused by whatever
-//! the previous client sent, would look like the backend's.
+//! goes on to the next one, then to a new connection; when no connection can be opened the
+//! request comes back unsent ([`Failed::unsent`]), so a streamed body can still go elsewhere.
+//! A connection returns to the pool when its response body has been read to the end and
+//! [`reusable_after`] its response says the backend keeps it open; one abandoned halfway is
+//! closed. A connection the backend may be closing must never be lent again: the next request
+//! on it would fail, and that failure, caused by whatever the previous client sent, would look
+//! like the backend's.
 //!
 //! Why not hyper-util's pooled `Client`, which does the same:
 //! * It cannot be told that a backend went down. Every connection here remembers the backend's
@@ -25,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{self, HeaderMap};
@@ -34,8 +36,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::backend::Backend;
+use crate::streamed_body::StreamedBody;
 
-type Sender = SendRequest<Full<Bytes>>;
+/// A request body on its way to a backend: a copy of a buffered one, or the client's stream.
+pub type UpstreamBody = Either<Full<Bytes>, StreamedBody>;
+
+type Sender = SendRequest<UpstreamBody>;
 
 /// Why an attempt on a backend failed.
 #[derive(Debug)]
@@ -66,6 +72,13 @@ impl fmt::Display for UpstreamError {
             UpstreamError::Lost { reused: false, .. } => f.write_str("connection lost"),
         }
     }
+}
+
+/// An attempt that failed, with its request when not a byte of it was written (no connection
+/// could be opened): a streamed body is still whole and may go elsewhere.
+pub struct Failed {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<UpstreamBody>>,
 }
 
 impl std::error::Error for UpstreamError {
@@ -168,9 +181,9 @@ impl Upstream {
     pub async fn send(
         &self,
         backend: &Backend,
-        mut request: Request<Full<Bytes>>,
+        mut request: Request<UpstreamBody>,
         may_reuse: bool,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Lease), Failed> {
         while let Some(mut idle) = may_reuse.then(|| self.pool.take(backend)).flatten() {
             if idle.sender.ready().await.is_err() {
                 continue;
@@ -181,20 +194,34 @@ impl Upstream {
                     // Closed before a byte was written: the next connection may take it.
                     Some(unsent) => request = unsent,
                     None => {
-                        return Err(UpstreamError::Lost {
-                            error: failed.into_error(),
-                            reused: true,
+                        return Err(Failed {
+                            error: UpstreamError::Lost {
+                                error: failed.into_error(),
+                                reused: true,
+                            },
+                            unsent: None,
                         })
                     }
                 },
             }
         }
-        let mut fresh = self.connect(backend).await?;
+        let mut fresh = match self.connect(backend).await {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    unsent: Some(request),
+                })
+            }
+        };
         match fresh.sender.send_request(request).await {
             Ok(response) => Ok((response, self.lease(backend, fresh))),
-            Err(error) => Err(UpstreamError::Lost {
-                error,
-                reused: false,
+            Err(error) => Err(Failed {
+                error: UpstreamError::Lost {
+                    error,
+                    reused: false,
+                },
+                unsent: None,
             }),
         }
     }

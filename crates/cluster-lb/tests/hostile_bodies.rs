@@ -1,6 +1,7 @@
 //! Hostile request bodies on raw sockets: stalled and trickled uploads are answered 408 in
 //! bounded time, and uploads held open cannot take more memory than the shared body budget
-//! while other requests go on being served.
+//! while other requests go on being served. The uploads are PUTs: idempotent, so their bodies
+//! are buffered (a POST's body is streamed: `streamed_bodies.rs`).
 
 mod common;
 
@@ -13,8 +14,8 @@ use tokio::io::AsyncWriteExt;
 /// A generous bound for "answered", far below "hung".
 const ANSWERED_WITHIN: Duration = Duration::from_secs(5);
 
-fn post_head(content_length: usize) -> Vec<u8> {
-    format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {content_length}\r\n\r\n")
+fn put_head(content_length: usize) -> Vec<u8> {
+    format!("PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {content_length}\r\n\r\n")
         .into_bytes()
 }
 
@@ -32,7 +33,7 @@ async fn a_stalled_body_gets_408_after_the_idle_timeout() {
     settings.proxy.body_idle_timeout = Duration::from_millis(300);
     let lb = Lb::start(settings).await;
 
-    let mut request = post_head(100);
+    let mut request = put_head(100);
     request.extend_from_slice(b"0123456789");
     let mut stream = connect_and_send(lb.addr, &request).await;
     let (received, _) = read_until_closed(&mut stream, ANSWERED_WITHIN)
@@ -52,7 +53,7 @@ async fn a_trickled_body_gets_408_after_the_body_timeout() {
     settings.proxy.body_timeout = Duration::from_millis(800);
     let lb = Lb::start(settings).await;
 
-    let stream = connect_and_send(lb.addr, &post_head(1000)).await;
+    let stream = connect_and_send(lb.addr, &put_head(1000)).await;
     let (mut reader, mut writer) = stream.into_split();
     // One byte every 100 ms: never idle long, but 1000 bytes would take 100 s.
     let trickle = tokio::spawn(async move {
@@ -98,17 +99,17 @@ async fn held_bodies_cannot_exceed_the_budget_and_other_requests_pass() {
     // Two uploads stalled one byte short of the largest body fill the budget but two bytes.
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut request = post_head(MAX_BODY);
+        let mut request = put_head(MAX_BODY);
         request.extend(std::iter::repeat_n(b'x', MAX_BODY - 1));
         held.push(connect_and_send(lb.addr, &request).await);
     }
 
     let http = client();
     // 1 KiB: more than the two bytes the held uploads leave free.
-    let small_post = || http.post(lb.url("/small")).body(vec![b'x'; 1024]).send();
+    let small_put = || http.put(lb.url("/small")).body(vec![b'x'; 1024]).send();
     let deadline = tokio::time::Instant::now() + ANSWERED_WITHIN;
     let refused = loop {
-        let response = small_post().await.expect("POST answered");
+        let response = small_put().await.expect("PUT answered");
         if response.status() == 503 {
             break response;
         }
@@ -126,7 +127,7 @@ async fn held_bodies_cannot_exceed_the_budget_and_other_requests_pass() {
     // The held uploads go away and give their bytes back.
     drop(held);
     let deadline = tokio::time::Instant::now() + ANSWERED_WITHIN;
-    while small_post().await.expect("POST answered").status() != 200 {
+    while small_put().await.expect("PUT answered").status() != 200 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the budget was not given back"
@@ -143,16 +144,16 @@ async fn declaring_large_bodies_without_sending_them_takes_no_budget() {
 
     let mut declared_only = Vec::new();
     for _ in 0..3 {
-        declared_only.push(connect_and_send(lb.addr, &post_head(MAX_BODY)).await);
+        declared_only.push(connect_and_send(lb.addr, &put_head(MAX_BODY)).await);
     }
     let http = client();
     for _ in 0..5 {
         let response = http
-            .post(lb.url("/small"))
+            .put(lb.url("/small"))
             .body(vec![b'x'; 1024])
             .send()
             .await
-            .expect("POST answered");
+            .expect("PUT answered");
         assert_eq!(
             response.status(),
             200,
