@@ -11,13 +11,15 @@
 # Usage: scripts/bench-slow-clients.sh            # builds this tree's cluster-lb
 #        LB_BIN=/path/to/cluster-lb scripts/bench-slow-clients.sh   # an existing binary
 # Knobs: SILENT (default 200), STALLED (default 40), DEADLINE_MS (default 2000),
-#        BASE_PORT (default 19200), LB_WORKERS (default 2).
+#        UPLOAD_METHOD (default POST, whose body cluster-lb streams to the backend; PUT's it
+#        buffers, under the shared body budget), BASE_PORT (default 19200), LB_WORKERS (default 2).
 # Timeouts go through environment variables, which an older binary without a flag ignores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SILENT=${SILENT:-200}
 STALLED=${STALLED:-40}
+UPLOAD_METHOD=${UPLOAD_METHOD:-POST}
 DEADLINE_MS=${DEADLINE_MS:-2000}
 BASE_PORT=${BASE_PORT:-19200}
 LB_WORKERS=${LB_WORKERS:-2}
@@ -49,7 +51,7 @@ class Ok(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-    do_GET = do_POST = answer
+    do_GET = do_POST = do_PUT = answer
     def log_message(self, *args):
         pass
 
@@ -61,6 +63,7 @@ cat > "$WORK/slow_clients.py" <<'EOF'
 import http.client, socket, sys, time
 
 pid, port, silent, stalled, deadline_ms = (int(a) for a in sys.argv[1:6])
+method = sys.argv[6]
 MIB = 1024 * 1024
 
 def rss_mib():
@@ -98,7 +101,7 @@ held = []
 for _ in range(silent):
     held.append(socket.create_connection(("127.0.0.1", port)))
 uploads = []
-head = f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {MIB}\r\n\r\n".encode()
+head = f"{method} /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {MIB}\r\n\r\n".encode()
 for _ in range(stalled):
     sock = socket.create_connection(("127.0.0.1", port))
     sock.settimeout(5)
@@ -135,6 +138,6 @@ wait_port "$PROXY_PORT"
 sleep 1 # let health checks settle
 
 echo "cluster-lb: $LB_BIN ($("$LB_BIN" --version)), $SILENT silent connections," \
-  "$STALLED uploads stalled at 1 MiB - 1, deadline ${DEADLINE_MS} ms"
-python3 "$WORK/slow_clients.py" "${PIDS[lb]}" "$PROXY_PORT" "$SILENT" "$STALLED" "$DEADLINE_MS" |
+  "$STALLED $UPLOAD_METHOD uploads stalled at 1 MiB - 1, deadline ${DEADLINE_MS} ms"
+python3 "$WORK/slow_clients.py" "${PIDS[lb]}" "$PROXY_PORT" "$SILENT" "$STALLED" "$DEADLINE_MS" "$UPLOAD_METHOD" |
   while IFS='=' read -r key value; do printf '  %-28s %s\n' "$key" "$value"; done
