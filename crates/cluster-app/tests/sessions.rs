@@ -208,7 +208,9 @@ fn login_refuses_a_bad_user() {
 #[test]
 fn reading_the_session_restarts_its_idle_timeout() {
     let redis = RedisServer::start();
-    let node = Node::start("a", &redis.url());
+    let node = NodeOptions::new("a", &redis.url())
+        .env("SESSION_TTL_SECS", &IDLE_TIMEOUT_SECS.to_string())
+        .start();
     let reply = read_after_the_idle_timeout_ran_down(&redis, &node);
     assert_eq!(
         reply.header("set-cookie"),
@@ -224,16 +226,21 @@ fn a_persistent_cookie_is_renewed_by_every_read() {
     let redis = RedisServer::start();
     let node = NodeOptions::new("a", &redis.url())
         .env("PERSISTENT_COOKIE", "true")
+        .env("SESSION_TTL_SECS", &IDLE_TIMEOUT_SECS.to_string())
         .start();
     let reply = read_after_the_idle_timeout_ran_down(&redis, &node);
     assert!(
         reply
             .header("set-cookie")
-            .is_some_and(|c| c.contains("Max-Age=1800")),
+            .is_some_and(|c| c.contains(&format!("Max-Age={IDLE_TIMEOUT_SECS}"))),
         "the cookie is renewed too: {:?}",
         reply.header("set-cookie")
     );
 }
+
+/// The idle timeout the tests above give their node: not the default, so that
+/// what they check is that the setting is honoured, not a copy of its value.
+const IDLE_TIMEOUT_SECS: i64 = 1234;
 
 /// Logs in, lets the session's Redis TTL run down to 5 s, reads it, checks
 /// the read restarted the TTL and returns the read's reply.
@@ -253,6 +260,9 @@ fn read_after_the_idle_timeout_ran_down(redis: &RedisServer, node: &Node) -> Rep
         .arg(&key)
         .query(&mut connection)
         .expect("TTL");
-    assert!(ttl > 1700, "TTL after a read: {ttl}");
+    assert!(
+        ttl > IDLE_TIMEOUT_SECS - 60 && ttl <= IDLE_TIMEOUT_SECS,
+        "TTL after a read: {ttl}, idle timeout {IDLE_TIMEOUT_SECS}"
+    );
     reply
 }
