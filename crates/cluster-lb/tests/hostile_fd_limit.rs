@@ -9,8 +9,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use cluster_kit::{free_port, ChildGuard};
 use common::{client, connect_and_send, TestBackend};
-use test_support::{free_port, ChildGuard};
 
 /// The balancer's descriptor limit: room for the cap below and its own few dozen.
 const FD_LIMIT: libc::rlim_t = 96;

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cluster_kit::{free_port, wait_for, ChildGuard};
 use common::{client, TestBackend};
-use test_support::{free_port, wait_for, ChildGuard};
 
 fn lb_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cluster-lb"));

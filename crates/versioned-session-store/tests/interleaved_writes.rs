@@ -16,10 +16,10 @@ use std::future::Future;
 
 use actix_session::storage::{SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration;
+use cluster_kit::RedisServer;
 use common::write_hold_relay::WriteHoldRelay;
 use common::{key_count, pool};
 use deadpool_redis::Pool;
-use test_support::RedisServer;
 use versioned_session_store::{conflict_in_update, ConflictReason, VersionedRedisStore};
 
 const TTL: Duration = Duration::minutes(5);
