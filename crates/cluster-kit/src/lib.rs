@@ -12,15 +12,19 @@
 //!   can be restarted.
 //! * [`RedisServer`] runs a private `redis-server` that can be killed, wiped and restarted on
 //!   the same port, with or without the append-only file ([`Persistence`]).
+//! * [`Relay`] carries TCP connections and can cut them: held like a pulled cable, or dropped
+//!   like a partition ([`Cut`]), or silenced by what a client sends.
 //! * [`wait_for`] (blocking) and [`wait_until`] (async) poll with a deadline.
 //! * [`workspace_bin`] finds a binary of another workspace crate in `target/`.
 
 mod process;
 mod redis_server;
+mod relay;
 mod wait;
 
 pub use process::{workspace_bin, ChildGuard, ChildSpec};
 pub use redis_server::{Persistence, RedisServer};
+pub use relay::{Cut, Inspector, Relay, Verdict};
 pub use wait::{wait_for, wait_until};
 
 use std::net::TcpListener;

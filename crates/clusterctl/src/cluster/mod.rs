@@ -78,9 +78,11 @@ impl Cluster {
 
         let redis = match (&options.redis_url, &options.binaries.redis) {
             (Some(url), _) => Redis::External(url.clone()),
-            (None, Some(program)) => Redis::Managed(
-                RedisServer::start_in(program, try_free_port()?, workdir.path()).await?,
-            ),
+            (None, Some(program)) => {
+                let server =
+                    RedisServer::start_in(program, try_free_port()?, workdir.path()).await?;
+                Redis::Managed(Box::new(server))
+            }
             (None, None) => anyhow::bail!("no redis-server and no --redis-url"),
         };
         let settings = NodeSettings {

@@ -8,7 +8,8 @@
 use cluster_kit::RedisServer;
 
 pub enum Redis {
-    Managed(RedisServer),
+    /// Boxed: a server's bookkeeping is much larger than a URL.
+    Managed(Box<RedisServer>),
     External(String),
 }
 
@@ -23,7 +24,7 @@ impl Redis {
     /// The private server, when there is one (fault scenarios need it).
     pub fn managed(&mut self) -> Option<&mut RedisServer> {
         match self {
-            Redis::Managed(managed) => Some(managed),
+            Redis::Managed(managed) => Some(managed.as_mut()),
             Redis::External(_) => None,
         }
     }
