@@ -277,15 +277,17 @@ mod tests {
         addr
     }
 
+    /// Long enough for an answer on a busy machine.
+    const ANSWER: Duration = Duration::from_secs(5);
+    /// Long enough to call a link silent: a cut link's silence is not a matter of time.
+    const SILENCE: Duration = Duration::from_millis(300);
+
     fn connect(relay: &Relay) -> StdStream {
-        let stream = StdStream::connect(relay.address()).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        stream
+        StdStream::connect(relay.address()).unwrap()
     }
 
-    fn round_trip(stream: &mut StdStream) -> Option<Vec<u8>> {
+    fn round_trip(stream: &mut StdStream, limit: Duration) -> Option<Vec<u8>> {
+        stream.set_read_timeout(Some(limit)).ok()?;
         stream.write_all(b"ping").ok()?;
         let mut reply = [0u8; 4];
         stream.read_exact(&mut reply).ok()?;
@@ -296,37 +298,49 @@ mod tests {
     fn a_held_cut_delivers_what_waited_after_heal() {
         let relay = Relay::start(echo_server());
         let mut stream = connect(&relay);
-        assert_eq!(round_trip(&mut stream).as_deref(), Some(&b"ping"[..]));
+        assert_eq!(
+            round_trip(&mut stream, ANSWER).as_deref(),
+            Some(&b"ping"[..])
+        );
 
         relay.cut(Cut::Hold);
-        assert_eq!(round_trip(&mut stream), None, "a cut link must not answer");
+        assert_eq!(
+            round_trip(&mut stream, SILENCE),
+            None,
+            "a cut link must not answer"
+        );
 
         relay.heal();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        stream.set_read_timeout(Some(ANSWER)).unwrap();
         let mut late = [0u8; 4];
         stream
             .read_exact(&mut late)
             .expect("held bytes delivered after heal");
         assert_eq!(&late, b"ping");
-        assert_eq!(round_trip(&mut stream).as_deref(), Some(&b"ping"[..]));
+        assert_eq!(
+            round_trip(&mut stream, ANSWER).as_deref(),
+            Some(&b"ping"[..])
+        );
     }
 
     #[test]
     fn a_dropped_cut_forgets_old_connections_but_serves_new_ones() {
         let relay = Relay::start(echo_server());
         let mut old = connect(&relay);
-        assert_eq!(round_trip(&mut old).as_deref(), Some(&b"ping"[..]));
+        assert_eq!(round_trip(&mut old, ANSWER).as_deref(), Some(&b"ping"[..]));
 
         relay.cut(Cut::Drop);
-        assert_eq!(round_trip(&mut old), None, "a cut link must not answer");
+        assert_eq!(
+            round_trip(&mut old, SILENCE),
+            None,
+            "a cut link must not answer"
+        );
 
         relay.heal();
         let mut new = connect(&relay);
-        assert_eq!(round_trip(&mut new).as_deref(), Some(&b"ping"[..]));
+        assert_eq!(round_trip(&mut new, ANSWER).as_deref(), Some(&b"ping"[..]));
         assert_eq!(
-            round_trip(&mut old),
+            round_trip(&mut old, SILENCE),
             None,
             "a connection from before the cut stays dead"
         );
@@ -343,11 +357,17 @@ mod tests {
         });
         let relay = Relay::start_inspecting(echo_server(), inspector);
         let mut silenced = connect(&relay);
-        assert_eq!(round_trip(&mut silenced).as_deref(), Some(&b"ping"[..]));
+        assert_eq!(
+            round_trip(&mut silenced, ANSWER).as_deref(),
+            Some(&b"ping"[..])
+        );
         silenced.write_all(b"stop").unwrap();
-        assert_eq!(round_trip(&mut silenced), None);
+        assert_eq!(round_trip(&mut silenced, SILENCE), None);
 
         let mut other = connect(&relay);
-        assert_eq!(round_trip(&mut other).as_deref(), Some(&b"ping"[..]));
+        assert_eq!(
+            round_trip(&mut other, ANSWER).as_deref(),
+            Some(&b"ping"[..])
+        );
     }
 }
