@@ -10,17 +10,22 @@
 //!
 //! A relay can also inspect what clients send ([`Relay::start_inspecting`]): a connection whose
 //! bytes the inspector rejects falls silent for good, which lets a test stop a Redis client at
-//! a given command. The relay runs on a small tokio runtime of its own, in its own thread, so
+//! a given command. A test that must act on whole commands can take the client-to-server
+//! direction over entirely ([`Relay::start_forwarding`]) and keep the rest of the plumbing.
+//! The relay runs on a small tokio runtime of its own, in its own thread, so
 //! synchronous tests, async tests and clusterctl use it alike; dropping the relay stops that
 //! runtime and closes every connection it carried.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
@@ -46,6 +51,20 @@ pub enum Verdict {
 /// Looks at each chunk a client sends before it reaches the server.
 pub type Inspector = Arc<dyn Fn(&[u8]) -> Verdict + Send + Sync>;
 
+/// Carries one connection's client-to-server bytes in its own way (e.g. a whole command at a
+/// time) instead of the relay's copy; it shuts the server side down when the client closes.
+/// Cuts and inspectors do not apply to what it forwards.
+pub type Forwarder = Arc<
+    dyn Fn(OwnedReadHalf, OwnedWriteHalf) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
+>;
+
+/// Who carries the client-to-server direction.
+enum ClientSide {
+    Copy,
+    Inspect(Inspector),
+    Forward(Forwarder),
+}
+
 /// The state of the link every connection of one relay shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Link {
@@ -58,7 +77,7 @@ struct Shared {
     /// Connections numbered below this stay cut for good (a healed [`Cut::Drop`]).
     dead_below: AtomicU64,
     next: AtomicU64,
-    inspector: Option<Inspector>,
+    client_side: ClientSide,
 }
 
 pub struct Relay {
@@ -71,7 +90,7 @@ pub struct Relay {
 impl Relay {
     /// Listens on a free loopback port and forwards each connection to `upstream`.
     pub fn try_start(upstream: SocketAddr) -> anyhow::Result<Relay> {
-        Relay::launch(upstream, None)
+        Relay::launch(upstream, ClientSide::Copy)
     }
 
     /// [`Relay::try_start`] for tests: panics when the relay cannot start.
@@ -81,10 +100,15 @@ impl Relay {
 
     /// A relay whose client-to-server bytes pass `inspector` first; panics when it cannot start.
     pub fn start_inspecting(upstream: SocketAddr, inspector: Inspector) -> Relay {
-        Relay::launch(upstream, Some(inspector)).unwrap_or_else(|e| panic!("{e:#}"))
+        Relay::launch(upstream, ClientSide::Inspect(inspector)).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    fn launch(upstream: SocketAddr, inspector: Option<Inspector>) -> anyhow::Result<Relay> {
+    /// A relay whose client-to-server bytes `forwarder` carries; panics when it cannot start.
+    pub fn start_forwarding(upstream: SocketAddr, forwarder: Forwarder) -> Relay {
+        Relay::launch(upstream, ClientSide::Forward(forwarder)).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    fn launch(upstream: SocketAddr, client_side: ClientSide) -> anyhow::Result<Relay> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -97,7 +121,7 @@ impl Relay {
             link: watch::Sender::new(Link::Open),
             dead_below: AtomicU64::new(0),
             next: AtomicU64::new(0),
-            inspector,
+            client_side,
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let accepting = Arc::clone(&shared);
@@ -189,10 +213,15 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Sh
                 inspect: false,
                 ..to_server.clone()
             };
-            tokio::join!(
-                to_server.run(client_read, server_write),
-                to_client.run(server_read, client_write),
-            );
+            let client_side = async {
+                match &shared.client_side {
+                    ClientSide::Forward(forwarder) => forwarder(client_read, server_write).await,
+                    ClientSide::Copy | ClientSide::Inspect(_) => {
+                        to_server.run(client_read, server_write).await
+                    }
+                }
+            };
+            tokio::join!(client_side, to_client.run(server_read, client_write));
         });
     }
 }
@@ -241,7 +270,7 @@ impl Pump {
             return false;
         }
         if self.inspect {
-            if let Some(inspector) = &self.shared.inspector {
+            if let ClientSide::Inspect(inspector) = &self.shared.client_side {
                 if inspector(chunk) == Verdict::Silence {
                     self.silenced.store(true, Ordering::SeqCst);
                 }

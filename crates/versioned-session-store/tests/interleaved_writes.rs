@@ -39,7 +39,7 @@ struct TwoWriters {
 
 async fn two_writers_after_the_same_load() -> TwoWriters {
     let redis = RedisServer::start();
-    let relay = WriteHoldRelay::start(redis.port()).await;
+    let relay = WriteHoldRelay::start(redis.port());
     let inspect = pool(&redis.url(), 1);
     let store_a = VersionedRedisStore::new(pool(&relay.url(), 1), "session:");
     let store_b = VersionedRedisStore::new(pool(&redis.url(), 1), "session:");
