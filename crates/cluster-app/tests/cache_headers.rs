@@ -8,11 +8,11 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use cluster_kit::{free_port, wait_for, workspace_bin, ChildGuard, RedisServer};
 use common::Node;
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{COOKIE, SET_COOKIE};
 use reqwest::Method;
-use test_support::{free_port, wait_for, workspace_bin, ChildGuard, RedisServer};
 
 /// One request of the table: method, path, JSON body (raw text) if any.
 struct Call {

@@ -7,8 +7,8 @@ use std::fs::File;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use cluster_kit::{free_port, wait_for, ChildGuard, RedisServer};
 use common::{command, session_key, Node};
-use test_support::{free_port, wait_for, ChildGuard, RedisServer};
 
 /// What a finished process printed.
 struct Output {

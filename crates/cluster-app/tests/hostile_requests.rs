@@ -12,10 +12,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use cluster_kit::RedisServer;
 use common::{session_key, Browser, Node, NodeOptions, Reply, COOKIE_NAME};
 use reqwest::header::COOKIE;
 use serde_json::{json, Value};
-use test_support::RedisServer;
 
 /// GET /whoami and POST /counter/incr with `cookie` sent as is.
 fn with_raw_cookie(node: &Node, cookie: &str) -> [Reply; 2] {

@@ -5,8 +5,8 @@
 
 mod common;
 
+use cluster_kit::RedisServer;
 use common::{metric_value, redis_connection, session_keys_in_redis, Browser, NodeOptions};
-use test_support::RedisServer;
 
 /// Writes one kind of garbage under `key`, replacing what was there.
 type Plant = fn(&mut redis::Connection, &str);
@@ -197,8 +197,8 @@ fn invalid_state_in_the_versioned_store_is_no_session() {
 fn invalid_state_is_logged_once_without_its_value() {
     let redis = RedisServer::start();
     let stderr = tempfile::NamedTempFile::new().expect("temporary file");
-    let port = test_support::free_port();
-    let mut node = test_support::ChildGuard::spawn(
+    let port = cluster_kit::free_port();
+    let mut node = cluster_kit::ChildGuard::spawn(
         "cluster-app, stderr kept",
         common::command()
             .env("SESSION_KEY", common::session_key(1))
@@ -211,7 +211,7 @@ fn invalid_state_is_logged_once_without_its_value() {
     );
     let http = reqwest::blocking::Client::new();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    let login = test_support::wait_for(std::time::Duration::from_secs(10), || {
+    let login = cluster_kit::wait_for(std::time::Duration::from_secs(10), || {
         http.post(url("/login"))
             .json(&serde_json::json!({"user": "alice"}))
             .send()

@@ -10,10 +10,10 @@ mod common;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use cluster_kit::{wait_for, RedisServer};
 use common::silent_redis::{Silence, SilentRedis};
 use common::{assert_store_unavailable, Browser, Node};
 use serde_json::json;
-use test_support::{wait_for, RedisServer};
 
 /// An answer, not a hang: six times the 500 ms timeout.
 const BOUND: Duration = Duration::from_secs(3);

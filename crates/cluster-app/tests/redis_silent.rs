@@ -11,10 +11,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use cluster_kit::RedisServer;
 use common::silent_redis::{Silence, SilentRedis};
 use common::{Browser, Node, NodeOptions, Reply};
 use serde_json::json;
-use test_support::RedisServer;
 
 const BOUND: Duration = Duration::from_secs(3);
 
@@ -110,7 +110,7 @@ fn every_route_answers_503_quickly_on_a_silent_redis(store: &str) {
         // login through a healed relay gives the next one a session.
         relay.set(Silence::Nothing);
         let mut bob = Browser::new();
-        let login = test_support::wait_for(BOUND, || {
+        let login = cluster_kit::wait_for(BOUND, || {
             let reply = request(&mut bob, &node, Verb::Post, "/login");
             (reply.status == 200).then_some(reply)
         });

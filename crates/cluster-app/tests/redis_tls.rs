@@ -9,12 +9,12 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use cluster_kit::{free_port, wait_for, ChildGuard};
 use common::{Browser, NodeOptions};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use test_support::{free_port, wait_for, ChildGuard};
 
 /// The redis-server to run: `REDIS_SERVER_BIN` when set (a build with TLS,
-/// say), as test-support's `RedisServer` does, else the one on `PATH`.
+/// say), as cluster-kit's `RedisServer` does, else the one on `PATH`.
 fn redis_server_bin() -> String {
     std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_string())
 }

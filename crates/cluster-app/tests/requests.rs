@@ -3,9 +3,9 @@
 
 mod common;
 
+use cluster_kit::RedisServer;
 use common::{metric_value, redis_connection, session_keys_in_redis, Browser, Node};
 use serde_json::{json, Value};
-use test_support::RedisServer;
 
 #[test]
 fn item_caps_refuse_and_leave_the_stored_session_unchanged() {

@@ -15,12 +15,12 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
+use cluster_kit::{wait_for, RedisServer};
 use common::{
     assert_store_unavailable, redis_connection, session_keys_in_redis, Browser, Node, NodeOptions,
     Reply,
 };
 use serde_json::{json, Value};
-use test_support::{wait_for, RedisServer};
 
 /// A node with the versioned store and the default 500 ms Redis timeout.
 /// `RUST_BACKTRACE=1` as in many deployments: anyhow then captures a

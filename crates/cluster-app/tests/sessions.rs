@@ -2,9 +2,9 @@
 
 mod common;
 
+use cluster_kit::RedisServer;
 use common::{session_key, session_keys_in_redis, Browser, Node, NodeOptions, Reply};
 use serde_json::json;
-use test_support::RedisServer;
 
 #[test]
 fn login_whoami_incr_logout() {

@@ -4,9 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use cluster_kit::{wait_for, RedisServer};
 use common::{Browser, NodeOptions};
 use serde_json::json;
-use test_support::{wait_for, RedisServer};
 
 const DRAIN: Duration = Duration::from_millis(3000);
 /// Readiness turns 503 at once after SIGTERM; the bound catches "not at all"

@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cluster_kit::{Cut, Relay};
 use cluster_lb::{BackendAddress, Settings};
 use common::own_503::assert_own_503;
-use common::{
-    client, settings_for, start_load, BackendOptions, Lb, PartitionableRelay, TestBackend,
-};
+use common::{client, settings_for, start_load, BackendOptions, Lb, TestBackend};
 use reqwest::Method;
 
 /// Clients of the load in `kill_under_load`: each has at most one request in flight.
@@ -277,10 +276,11 @@ async fn connections_from_before_an_outage_are_not_reused_after_it() {
     // close, and after the partition heals it leads nowhere (the far end forgot it). Reusing it
     // would hang the first request until the response timeout.
     let backend = TestBackend::start("partitioned").await;
-    let relay = PartitionableRelay::start(backend.addr).await;
-    let mut settings = Settings::with_backends(vec![
-        BackendAddress::parse(&relay.address()).expect("relay address")
-    ]);
+    let relay = Relay::start(backend.addr);
+    let mut settings =
+        Settings::with_backends(vec![
+            BackendAddress::parse(&relay.address().to_string()).expect("relay address")
+        ]);
     settings.health.interval = Duration::from_millis(100);
     settings.proxy.pool_idle_timeout = Duration::from_secs(10);
     // A hang would last the response timeout; the bound below is well under it.
@@ -290,12 +290,12 @@ async fn connections_from_before_an_outage_are_not_reused_after_it() {
     let get = || http.get(lb.url("/through-the-relay")).send();
 
     assert_eq!(get().await.expect("response").status(), 200);
-    relay.partition();
-    lb.wait_for_state(&relay.address(), "down", Duration::from_secs(3))
+    relay.cut(Cut::Drop);
+    lb.wait_for_state(&relay.address().to_string(), "down", Duration::from_secs(3))
         .await
         .expect("marked down by its health checks");
     relay.heal();
-    lb.wait_for_state(&relay.address(), "up", Duration::from_secs(3))
+    lb.wait_for_state(&relay.address().to_string(), "up", Duration::from_secs(3))
         .await
         .expect("readmitted");
 

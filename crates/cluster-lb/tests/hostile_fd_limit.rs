@@ -8,9 +8,9 @@ mod common;
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
+use cluster_kit::ChildGuard;
 use common::lb_process::LbBuilder;
 use common::{client, connect_and_send, TestBackend};
-use test_support::ChildGuard;
 
 /// The balancer's descriptor limit: room for the cap below and its own few dozen.
 const FD_LIMIT: libc::rlim_t = 96;

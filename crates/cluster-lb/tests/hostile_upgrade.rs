@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cluster_kit::{free_port, workspace_bin, ChildGuard, RedisServer};
 use cluster_lb::{BackendAddress, Settings};
 use common::{client, raw_status, Lb};
-use test_support::{free_port, workspace_bin, ChildGuard, RedisServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

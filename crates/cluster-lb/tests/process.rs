@@ -6,10 +6,10 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use cluster_kit::{free_port, wait_for};
 use common::lb_process::{lb_command, LbBuilder};
 use common::own_503::assert_own_503;
 use common::{client, status_of, TestBackend};
-use test_support::{free_port, wait_for};
 
 /// Runs the binary with `args`, expecting it to refuse to start.
 fn refusal(args: &[&str]) -> (i32, String) {

@@ -7,7 +7,6 @@
 //! interrupted. Stopping the children on Ctrl-C needs no code here: the
 //! command's future is dropped, and with it the cluster it owns.
 
-mod blackhole;
 mod cli;
 mod cluster;
 mod demo;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use test_support::{wait_for, workspace_bin, ChildGuard};
+use cluster_kit::{wait_for, workspace_bin, ChildGuard};
 
 /// What one clusterctl run printed and how it ended.
 struct Run {
@@ -40,7 +40,7 @@ fn clusterctl(args: &[&str], out: &Path, limit: Duration) -> Run {
     let mut children = BTreeSet::new();
     let started = Instant::now();
     let status = loop {
-        children.extend(children_of(run.pid()));
+        children.extend(children_of(run.pid().expect("clusterctl is running")));
         if let Some(status) = run.wait_timeout(Duration::from_millis(50)) {
             break Some(status);
         }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use test_support::{free_port, wait_for, workspace_bin, ChildGuard};
+use cluster_kit::{free_port, wait_for, workspace_bin, ChildGuard};
 
 /// Starts `clusterctl up --nodes 2` and waits until it printed the URLs.
 ///
@@ -90,7 +90,7 @@ fn is_alive(pid: i32) -> bool {
 fn sigkill_of_clusterctl_leaves_no_child_behind() {
     let out = tempfile::tempdir().unwrap();
     let mut clusterctl = start_up(out.path());
-    let children = live_children(clusterctl.pid());
+    let children = live_children(clusterctl.pid().expect("clusterctl is running"));
     assert_eq!(
         children.len(),
         4,
@@ -120,7 +120,7 @@ fn sigkill_of_clusterctl_leaves_no_child_behind() {
 fn sigterm_stops_every_child_and_exits_130() {
     let out = tempfile::tempdir().unwrap();
     let mut clusterctl = start_up(out.path());
-    let children = live_children(clusterctl.pid());
+    let children = live_children(clusterctl.pid().expect("clusterctl is running"));
     assert_eq!(children.len(), 4, "{children:?}");
 
     clusterctl.signal(libc::SIGTERM);

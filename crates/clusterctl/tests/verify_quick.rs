@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use test_support::{workspace_bin, ChildGuard};
+use cluster_kit::{workspace_bin, ChildGuard};
 
 #[test]
 fn verify_quick_passes_on_three_nodes() {

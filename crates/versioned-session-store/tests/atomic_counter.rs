@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::cookie::Key;
+use cluster_kit::RedisServer;
 use common::{atomic_counter, log_in, pool, post, Gate, Node, COUNTER_TIMEOUT, COUNTER_TTL};
-use test_support::RedisServer;
 use tokio::task::JoinSet;
 use versioned_session_store::{CounterError, VersionedRedisStore};
 

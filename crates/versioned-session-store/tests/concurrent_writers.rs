@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use actix_session::storage::{RedisSessionStore, SessionStore};
 use actix_web::cookie::Key;
+use cluster_kit::RedisServer;
 use common::{atomic_counter, log_in, pool, post, read, Gate, Node};
-use test_support::RedisServer;
 use tokio::task::JoinSet;
 use versioned_session_store::VersionedRedisStore;
 

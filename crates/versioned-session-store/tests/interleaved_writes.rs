@@ -16,10 +16,10 @@ use std::future::Future;
 
 use actix_session::storage::{SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration;
+use cluster_kit::RedisServer;
 use common::write_hold_relay::WriteHoldRelay;
 use common::{key_count, pool};
 use deadpool_redis::Pool;
-use test_support::RedisServer;
 use versioned_session_store::{conflict_in_update, ConflictReason, VersionedRedisStore};
 
 const TTL: Duration = Duration::minutes(5);
@@ -39,7 +39,7 @@ struct TwoWriters {
 
 async fn two_writers_after_the_same_load() -> TwoWriters {
     let redis = RedisServer::start();
-    let relay = WriteHoldRelay::start(redis.port()).await;
+    let relay = WriteHoldRelay::start(redis.port());
     let inspect = pool(&redis.url(), 1);
     let store_a = VersionedRedisStore::new(pool(&relay.url(), 1), "session:");
     let store_b = VersionedRedisStore::new(pool(&redis.url(), 1), "session:");

@@ -6,9 +6,9 @@
 mod common;
 
 use actix_session::storage::{LoadError, SessionKey, SessionStore};
+use cluster_kit::RedisServer;
 use common::pool;
 use deadpool_redis::Pool;
-use test_support::RedisServer;
 use versioned_session_store::{InvalidState, VersionedRedisStore};
 
 async fn plant(pool: &Pool, key: &str, command: &mut redis::Cmd) {

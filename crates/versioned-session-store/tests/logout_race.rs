@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use actix_session::storage::{RedisSessionStore, SessionStore};
 use actix_web::cookie::Key;
+use cluster_kit::RedisServer;
 use common::{atomic_counter, key_count, log_in, pool, post, read, session_cookie, Gate, Node};
-use test_support::RedisServer;
 use versioned_session_store::VersionedRedisStore;
 
 /// What A's held write produced after B's logout.

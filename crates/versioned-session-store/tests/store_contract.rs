@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use actix_session::storage::{LoadError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration;
+use cluster_kit::RedisServer;
 use common::{key_count, pool};
 use deadpool_redis::Pool;
-use test_support::RedisServer;
 use versioned_session_store::{
     conflict_in_update, ConflictReason, UnversionedState, VersionedRedisStore, VERSION_KEY,
 };

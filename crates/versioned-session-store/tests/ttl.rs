@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use actix_session::storage::{SessionKey, SessionStore};
 use actix_web::cookie::time::Duration;
+use cluster_kit::RedisServer;
 use common::pool;
 use deadpool_redis::Pool;
-use test_support::RedisServer;
 use versioned_session_store::VersionedRedisStore;
 
 async fn ttl_of(pool: &Pool, store: &VersionedRedisStore, key: &SessionKey) -> i64 {

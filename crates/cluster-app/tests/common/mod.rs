@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cluster_kit::{free_port, wait_for, ChildGuard};
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{HeaderMap, COOKIE, SET_COOKIE};
 use serde_json::{json, Value};
-use test_support::{free_port, wait_for, ChildGuard};
 
 pub const COOKIE_NAME: &str = "cluster_session";
 pub const KEY_PREFIX: &str = "session:";

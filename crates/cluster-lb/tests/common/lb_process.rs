@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use test_support::{free_port, wait_for, ChildGuard};
+use cluster_kit::{free_port, wait_for, ChildGuard};
 
 use super::TestBackend;
 

@@ -6,8 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use super::child::{ChildSpec, Supervised};
-use super::wait::wait_until;
+use cluster_kit::{wait_until, ChildGuard, ChildSpec};
 
 /// Active health checks the harness asks for: a check every 250 ms (which is
 /// also the check's timeout), three failures to take a node out, two
@@ -21,7 +20,7 @@ const HEALTH_RISE: u32 = 2;
 pub struct Lb {
     pub listen: String,
     pub admin: LbAdmin,
-    _process: Supervised,
+    _process: ChildGuard,
 }
 
 impl Lb {
@@ -58,8 +57,9 @@ impl Lb {
             args,
             env: vec![("LB_ADMIN_TOKEN".into(), admin_token.into())],
             log: log_dir.join("lb.log"),
+            detached: true,
         };
-        let process = Supervised::start(spec)?;
+        let process = ChildGuard::start(spec)?;
         let admin = LbAdmin {
             base: format!("http://{admin_listen}"),
             token: admin_token.into(),

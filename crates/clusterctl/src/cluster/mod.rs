@@ -6,23 +6,22 @@
 //! first, so no request reaches a node that is going away.
 
 mod binaries;
-mod child;
 mod lb;
 mod node;
 mod redis;
-mod wait;
 
 pub use binaries::Binaries;
+pub use cluster_kit::{wait_until, Persistence};
 pub use lb::{Lb, LbAdmin};
 pub use node::{Node, NodeSettings};
-pub use redis::{ManagedRedis, Persistence, Redis};
-pub use wait::wait_until;
+pub use redis::Redis;
 
 use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use cluster_kit::{try_free_port, RedisServer};
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -80,7 +79,9 @@ impl Cluster {
         let redis = match (&options.redis_url, &options.binaries.redis) {
             (Some(url), _) => Redis::External(url.clone()),
             (None, Some(program)) => {
-                Redis::Managed(ManagedRedis::start(program, free_port()?, workdir.path()).await?)
+                let server =
+                    RedisServer::start_in(program, try_free_port()?, workdir.path()).await?;
+                Redis::Managed(Box::new(server))
             }
             (None, None) => anyhow::bail!("no redis-server and no --redis-url"),
         };
@@ -101,7 +102,7 @@ impl Cluster {
             nodes.push(Node::start(
                 &options.binaries.node,
                 id,
-                free_port()?,
+                try_free_port()?,
                 &own,
                 workdir.path(),
             )?);
@@ -117,12 +118,12 @@ impl Cluster {
                     .with_context(|| format!("port {port} is in use: pass another --lb-port"))?;
                 port
             }
-            None => free_port()?,
+            None => try_free_port()?,
         };
         let lb = Lb::start(
             &options.binaries.lb,
             lb_port,
-            free_port()?,
+            try_free_port()?,
             &random_hex(16)?,
             &backends,
             workdir.path(),
@@ -157,17 +158,11 @@ impl Cluster {
         Node::start(
             &self.binaries.node,
             id,
-            free_port()?,
+            try_free_port()?,
             settings,
             self.workdir.path(),
         )
     }
-}
-
-/// A loopback port that was free a moment ago (the OS picks it).
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind a free port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// `bytes` random bytes from the OS, hex-encoded.

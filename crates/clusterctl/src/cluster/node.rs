@@ -1,12 +1,11 @@
 //! One `cluster-app` process and the settings the harness gives it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use super::child::{ChildSpec, Supervised};
-use super::wait::wait_until;
+use cluster_kit::{wait_until, ChildGuard, ChildSpec};
 
 /// Settings every node of one cluster shares.
 #[derive(Debug, Clone)]
@@ -26,7 +25,9 @@ pub struct Node {
     pub id: String,
     /// `127.0.0.1:<port>`: also the backend id in the LB admin API.
     pub addr: String,
-    process: Supervised,
+    /// stdout and stderr of every run, appended.
+    log: PathBuf,
+    process: ChildGuard,
 }
 
 impl Node {
@@ -65,11 +66,13 @@ impl Node {
                 ("SESSION_STORE".into(), "redis".into()),
             ],
             log: log_dir.join(format!("{id}.log")),
+            detached: true,
         };
         Ok(Node {
             id: id.to_string(),
             addr,
-            process: Supervised::start(spec)?,
+            log: spec.log.clone(),
+            process: ChildGuard::start(spec)?,
         })
     }
 
@@ -78,7 +81,7 @@ impl Node {
     }
 
     pub fn log(&self) -> &Path {
-        &self.process.spec().log
+        &self.log
     }
 
     /// Waits until GET /readyz answers 200; returns how long that took.

@@ -1,6 +1,6 @@
 //! Redis unreachable for one node: a partition, not a crash.
 //!
-//! An extra node talks to Redis through the harness's [`Blackhole`] proxy and
+//! An extra node talks to Redis through the toolkit's [`Relay`] and
 //! joins the LB through the admin API. Then the proxy swallows everything:
 //! no refusal, no reset, just silence, the case that hangs clients without
 //! timeouts. The node must answer 503 within its Redis timeout, the LB must
@@ -10,11 +10,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use cluster_kit::{Cut, Relay};
 use serde::Serialize;
 
 use super::redis_restart::NEEDS_OWN_REDIS;
 use super::{ms, Context, GRACE};
-use crate::blackhole::Blackhole;
 use crate::scenario_result::{Check, ScenarioOutcome};
 use crate::session::Session;
 
@@ -39,7 +39,7 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<ScenarioOutcome<Figure
     let http = ctx.cluster.http.clone();
     let admin = ctx.cluster.lb.admin.clone();
     let redis_port = ctx.cluster.redis.managed().context(NEEDS_OWN_REDIS)?.port();
-    let proxy = Blackhole::start(SocketAddr::from(([127, 0, 0, 1], redis_port))).await?;
+    let proxy = Relay::try_start(SocketAddr::from(([127, 0, 0, 1], redis_port)))?;
 
     ctx.progress
         .step("start a node whose Redis goes through the proxy, add it to the LB");
@@ -65,7 +65,7 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<ScenarioOutcome<Figure
 
 async fn partition(
     ctx: &mut Context<'_>,
-    proxy: &Blackhole,
+    proxy: &Relay,
     id: &str,
     url: &str,
     addr: &str,
@@ -79,7 +79,7 @@ async fn partition(
     tokio::time::sleep(ctx.pace.steady / 2).await;
 
     ctx.progress.step(&format!("blackhole Redis for {id}"));
-    proxy.cut();
+    proxy.cut(Cut::Hold);
     let cut_at = Instant::now();
     load.mark(&format!("cut Redis for {id}"));
     let while_cut = session.clone().whoami(&http, url).await?;

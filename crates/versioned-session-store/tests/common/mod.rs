@@ -92,7 +92,7 @@ impl Node {
     where
         S: SessionStore + Clone + Send + 'static,
     {
-        let port = test_support::free_port();
+        let port = cluster_kit::free_port();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::from(gate.clone()))

@@ -9,15 +9,17 @@
 //! until the test calls [`WriteHoldRelay::release`]. In between, the test runs the other
 //! writer straight against Redis. An atomic compare-and-set sends its check and its write as
 //! one command, so the relay holds the check too and the other writer lands before it.
+//!
+//! cluster-kit's [`Relay`] does the relaying; this module only forwards the client's side a
+//! whole command at a time.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use cluster_kit::Relay;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 /// Commands that change no data, so an armed relay forwards them: the reads a store may
 /// do before its write, and what the pool sends to check a connection (`UNWATCH` + `PING`).
@@ -27,9 +29,8 @@ const READ_ONLY_COMMANDS: &[&str] = &[
 ];
 
 pub struct WriteHoldRelay {
-    addr: SocketAddr,
+    relay: Relay,
     hold: Arc<Hold>,
-    accept: JoinHandle<()>,
 }
 
 #[derive(Default)]
@@ -42,38 +43,25 @@ struct Hold {
 impl WriteHoldRelay {
     /// A relay on a free loopback port to the Redis at `redis_port`, forwarding everything
     /// until armed.
-    pub async fn start(redis_port: u16) -> WriteHoldRelay {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the relay");
-        let addr = listener.local_addr().expect("relay address");
+    pub fn start(redis_port: u16) -> WriteHoldRelay {
         let hold = Arc::new(Hold::default());
-        let accept_hold = Arc::clone(&hold);
-        let accept = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)).await else {
-                    continue;
-                };
-                let (client_read, client_write) = client.into_split();
-                let (mut server_read, server_write) = server.into_split();
-                tokio::spawn(forward_commands(
-                    client_read,
-                    server_write,
-                    Arc::clone(&accept_hold),
-                ));
-                tokio::spawn(async move {
-                    let mut client_write = client_write;
-                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-                    let _ = client_write.shutdown().await;
-                });
-            }
-        });
-        WriteHoldRelay { addr, hold, accept }
+        let forwarding = Arc::clone(&hold);
+        let relay = Relay::start_forwarding(
+            SocketAddr::from(([127, 0, 0, 1], redis_port)),
+            Arc::new(move |from_client, to_redis| {
+                Box::pin(forward_commands(
+                    from_client,
+                    to_redis,
+                    Arc::clone(&forwarding),
+                ))
+            }),
+        );
+        WriteHoldRelay { relay, hold }
     }
 
     /// `redis://` URL of the relay, for the writer to be held.
     pub fn url(&self) -> String {
-        format!("redis://{}", self.addr)
+        self.relay.redis_url()
     }
 
     /// The next command that may write, on any connection, is held until [`Self::release`].
@@ -89,12 +77,6 @@ impl WriteHoldRelay {
     /// Lets the held write (or the next one to be held) through.
     pub fn release(&self) {
         self.hold.release.notify_one();
-    }
-}
-
-impl Drop for WriteHoldRelay {
-    fn drop(&mut self) {
-        self.accept.abort();
     }
 }
 
