@@ -1,7 +1,7 @@
 //! The `cluster-lb` process and a client for its admin API.
 
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -20,7 +20,8 @@ const HEALTH_RISE: u32 = 2;
 pub struct Lb {
     pub listen: String,
     pub admin: LbAdmin,
-    _process: ChildGuard,
+    process: ChildGuard,
+    log: PathBuf,
 }
 
 impl Lb {
@@ -51,12 +52,13 @@ impl Lb {
             args.push("--backend".into());
             args.push(backend.clone());
         }
+        let log = log_dir.join("lb.log");
         let spec = ChildSpec {
             name: "cluster-lb".into(),
             program: program.to_path_buf(),
             args,
             env: vec![("LB_ADMIN_TOKEN".into(), admin_token.into())],
-            log: log_dir.join("lb.log"),
+            log: log.clone(),
             detached: true,
         };
         let process = ChildGuard::start(spec)?;
@@ -68,7 +70,8 @@ impl Lb {
         Ok(Lb {
             listen,
             admin,
-            _process: process,
+            process,
+            log,
         })
     }
 
@@ -76,24 +79,46 @@ impl Lb {
         format!("http://{}", self.listen)
     }
 
-    /// Waits until the admin API answers and every backend is `up`.
-    pub async fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {
-        let all_up = wait_until(limit, Duration::from_millis(20), || async {
-            let backends = self.admin.backends().await.ok()?;
-            (!backends.is_empty() && backends.iter().all(|b| b.state == "up")).then_some(())
-        })
-        .await;
-        if all_up.is_none() {
-            let seen = self
-                .admin
-                .backends()
-                .await
-                .map(|b| format!("{b:?}"))
-                .unwrap_or_else(|e| e.to_string());
-            bail!("cluster-lb did not report every backend up within {limit:?}: {seen}");
+    /// Waits until the admin API answers and every backend is `up`. A process that exited
+    /// meanwhile (a port taken between choosing it and binding it, say) is reported at once,
+    /// with the last line of its log.
+    pub async fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(backends) = self.admin.backends().await {
+                if !backends.is_empty() && backends.iter().all(|b| b.state == "up") {
+                    return Ok(());
+                }
+            }
+            if !self.process.is_running() {
+                bail!(
+                    "cluster-lb exited before it was ready: {}",
+                    last_line(&self.log)
+                );
+            }
+            if Instant::now() >= deadline {
+                let seen = self
+                    .admin
+                    .backends()
+                    .await
+                    .map(|b| format!("{b:?}"))
+                    .unwrap_or_else(|e| e.to_string());
+                bail!("cluster-lb did not report every backend up within {limit:?}: {seen}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(())
     }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+}
+
+fn last_line(log: &Path) -> String {
+    std::fs::read_to_string(log)
+        .ok()
+        .and_then(|text| text.lines().last().map(str::to_string))
+        .unwrap_or_else(|| format!("no log at {}", log.display()))
 }
 
 /// One backend as `GET /backends` reports it.

@@ -41,6 +41,9 @@ pub struct ClusterOptions {
 /// CPU) gets this far.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the harness starts cluster-lb on freshly chosen ports before it gives up.
+const LB_START_TRIES: u32 = 3;
+
 /// How long any single component may take to become ready.
 const READY_LIMIT: Duration = Duration::from_secs(20);
 
@@ -112,24 +115,32 @@ impl Cluster {
         }
 
         let backends: Vec<String> = nodes.iter().map(|node| node.addr.clone()).collect();
-        let lb_port = match options.lb_port {
-            Some(port) => {
-                TcpListener::bind(("127.0.0.1", port))
-                    .with_context(|| format!("port {port} is in use: pass another --lb-port"))?;
-                port
+        if let Some(port) = options.lb_port {
+            TcpListener::bind(("127.0.0.1", port))
+                .with_context(|| format!("port {port} is in use: pass another --lb-port"))?;
+        }
+        let mut tries = 0;
+        let lb = loop {
+            tries += 1;
+            let mut lb = Lb::start(
+                &options.binaries.lb,
+                options.lb_port.map_or_else(try_free_port, Ok)?,
+                try_free_port()?,
+                &random_hex(16)?,
+                &backends,
+                workdir.path(),
+                http.clone(),
+            )?;
+            match lb.wait_ready(READY_LIMIT).await {
+                Ok(()) => break lb,
+                // A port that was free when chosen can be taken before cluster-lb binds it
+                // (other programs pick ports too): choose again, a few times.
+                Err(e) if tries < LB_START_TRIES && !lb.is_running() => {
+                    eprintln!("clusterctl: {e:#}; starting cluster-lb again on other ports");
+                }
+                Err(e) => return Err(e),
             }
-            None => try_free_port()?,
         };
-        let lb = Lb::start(
-            &options.binaries.lb,
-            lb_port,
-            try_free_port()?,
-            &random_hex(16)?,
-            &backends,
-            workdir.path(),
-            http.clone(),
-        )?;
-        lb.wait_ready(READY_LIMIT).await?;
 
         Ok(Cluster {
             lb,

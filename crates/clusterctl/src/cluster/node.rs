@@ -62,7 +62,7 @@ impl Node {
                 ("SESSION_KEY".into(), settings.session_key.clone()),
                 // Plain http on loopback: a Secure cookie would never be sent back.
                 ("COOKIE_SECURE".into(), "false".into()),
-                // Stated, not inherited: the stock store unless a scenario switches it.
+                // Stated, not inherited: the default store unless a scenario switches it.
                 ("SESSION_STORE".into(), "redis".into()),
             ],
             log: log_dir.join(format!("{id}.log")),
