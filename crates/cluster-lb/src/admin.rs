@@ -24,9 +24,9 @@ use serde_json::{json, Value};
 use crate::backend::{Backend, BackendAddress};
 use crate::backend_set::{BackendSet, ChangeError};
 use crate::body::{self, ProxyBody};
+use crate::body_limits::BodyError;
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
-use crate::request_body::BodyError;
 
 /// Admin request bodies are tiny; anything bigger is a mistake.
 const MAX_ADMIN_BODY: usize = 16 * 1024;

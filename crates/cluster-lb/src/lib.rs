@@ -3,8 +3,9 @@
 //! Reading order: [`proxy`] (the request path) uses [`balancer`] to choose among the backends
 //! of [`backend_set`] (scored by [`peak_ewma`], optionally pinned by [`sticky`]), [`retry`] to
 //! decide what may be sent again, [`hop_by_hop`] / [`forwarded`] for headers, [`request_body`]
-//! to buffer request bodies (or [`streamed_body`] to stream them), [`body`] to stream responses
-//! and [`upgrade`] for WebSocket tunnels. [`health`] keeps each [`backend`]'s state honest;
+//! to buffer request bodies (or [`streamed_body`] to stream them, both under [`body_limits`]),
+//! [`upstream`] for the connections to the backends, [`tracked_body`] to stream responses back
+//! ([`body`] for the answers it makes itself) and [`upgrade`] for WebSocket tunnels. [`health`] keeps each [`backend`]'s state honest;
 //! [`admin`] and [`metrics`] expose it. [`config`], [`server`], [`shutdown`], [`probe`] and
 //! [`load_balancer`] are the process around it.
 //!
@@ -20,6 +21,7 @@ pub mod backend;
 pub mod backend_set;
 pub mod balancer;
 pub mod body;
+pub mod body_limits;
 pub mod config;
 pub mod forwarded;
 pub mod health;
@@ -35,6 +37,7 @@ pub mod server;
 pub mod shutdown;
 pub mod sticky;
 pub mod streamed_body;
+pub mod tracked_body;
 pub mod upgrade;
 pub mod upstream;
 

@@ -40,14 +40,16 @@ use prometheus::IntCounter;
 use crate::backend::{Backend, InFlight, Transition};
 use crate::backend_set::BackendSet;
 use crate::balancer::{Algorithm, Balancer};
-use crate::body::{self, ProxyBody, TrackedBody};
+use crate::body::{self, ProxyBody};
+use crate::body_limits::{BodyError, BodyLimits};
 use crate::forwarded::{self, TrustedProxies, X_REQUEST_ID};
 use crate::health;
 use crate::hop_by_hop;
 use crate::metrics::Metrics;
-use crate::request_body::{self, BodyBudget, BodyError, BodyLimits, RequestBody};
+use crate::request_body::{self, BodyBudget, RequestBody};
 use crate::retry::{self, Decision, Outcome, RetryBudget};
 use crate::sticky;
+use crate::tracked_body::TrackedBody;
 use crate::upgrade;
 use crate::upstream::{self, Lease, Upstream, UpstreamBody, UpstreamError};
 

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::request_body::{BodyError, BodyLimits};
+use crate::body_limits::{BodyError, BodyLimits};
 
 /// How far a streamed body got, shared between the body (owned by the backend's connection)
 /// and the proxy (which answers the client).
