@@ -125,8 +125,10 @@ time.sleep(1)
 print(f"rss_after_close={rss_mib():.1f}")
 EOF
 
-python3 "$WORK/backend.py" "$B1_PORT" & PIDS[b1]=$!
-python3 "$WORK/backend.py" "$B2_PORT" & PIDS[b2]=$!
+# Their stderr goes to a file: a streamed upload the balancer aborts at its deadline leaves a
+# backend thread writing to a closed socket, which Python reports with a traceback.
+python3 "$WORK/backend.py" "$B1_PORT" 2>>"$WORK/backends.log" & PIDS[b1]=$!
+python3 "$WORK/backend.py" "$B2_PORT" 2>>"$WORK/backends.log" & PIDS[b2]=$!
 wait_port "$B1_PORT"; wait_port "$B2_PORT"
 
 LB_CLIENT_TIMEOUT_MS=$DEADLINE_MS LB_BODY_IDLE_TIMEOUT_MS=$DEADLINE_MS RUST_LOG=warn \
