@@ -8,16 +8,13 @@ mod common;
 use std::time::Duration;
 
 use common::own_503::assert_own_503;
-use common::{client, connect_and_send, read_until_closed, settings_for, Lb, TestBackend};
-use tokio::io::AsyncWriteExt;
+use common::{
+    client, connect_and_send, read_until_closed, settings_for, trickle, upload_head, Lb,
+    TestBackend,
+};
 
 /// A generous bound for "answered", far below "hung".
 const ANSWERED_WITHIN: Duration = Duration::from_secs(5);
-
-fn put_head(content_length: usize) -> Vec<u8> {
-    format!("PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {content_length}\r\n\r\n")
-        .into_bytes()
-}
 
 fn status_and_body(received: &[u8]) -> (u16, String) {
     let text = String::from_utf8_lossy(received);
@@ -33,7 +30,7 @@ async fn a_stalled_body_gets_408_after_the_idle_timeout() {
     settings.proxy.body_idle_timeout = Duration::from_millis(300);
     let lb = Lb::start(settings).await;
 
-    let mut request = put_head(100);
+    let mut request = upload_head("PUT", 100);
     request.extend_from_slice(b"0123456789");
     let mut stream = connect_and_send(lb.addr, &request).await;
     let (received, _) = read_until_closed(&mut stream, ANSWERED_WITHIN)
@@ -53,17 +50,10 @@ async fn a_trickled_body_gets_408_after_the_body_timeout() {
     settings.proxy.body_timeout = Duration::from_millis(800);
     let lb = Lb::start(settings).await;
 
-    let stream = connect_and_send(lb.addr, &put_head(1000)).await;
-    let (mut reader, mut writer) = stream.into_split();
+    let stream = connect_and_send(lb.addr, &upload_head("PUT", 1000)).await;
+    let (mut reader, writer) = stream.into_split();
     // One byte every 100 ms: never idle long, but 1000 bytes would take 100 s.
-    let trickle = tokio::spawn(async move {
-        for _ in 0..1000 {
-            if writer.write_all(b"x").await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    let trickle = trickle(writer, vec![b'x'; 1000], Duration::from_millis(100));
     let mut received = Vec::new();
     let read = tokio::time::timeout(
         ANSWERED_WITHIN,
@@ -99,7 +89,7 @@ async fn held_bodies_cannot_exceed_the_budget_and_other_requests_pass() {
     // Two uploads stalled one byte short of the largest body fill the budget but two bytes.
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut request = put_head(MAX_BODY);
+        let mut request = upload_head("PUT", MAX_BODY);
         request.extend(std::iter::repeat_n(b'x', MAX_BODY - 1));
         held.push(connect_and_send(lb.addr, &request).await);
     }
@@ -144,7 +134,7 @@ async fn declaring_large_bodies_without_sending_them_takes_no_budget() {
 
     let mut declared_only = Vec::new();
     for _ in 0..3 {
-        declared_only.push(connect_and_send(lb.addr, &put_head(MAX_BODY)).await);
+        declared_only.push(connect_and_send(lb.addr, &upload_head("PUT", MAX_BODY)).await);
     }
     let http = client();
     for _ in 0..5 {

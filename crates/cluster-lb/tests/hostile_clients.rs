@@ -8,9 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
-use common::{connect_and_send, metric, read_until_closed, settings_for, Lb, TestBackend};
+use common::{connect_and_send, metric, read_until_closed, settings_for, trickle, Lb, TestBackend};
 
 /// The client timeout these tests configure: short, so a hang and a close are far apart.
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(300);
@@ -53,19 +53,16 @@ async fn a_head_trickled_a_byte_at_a_time_is_cut_off_at_the_client_timeout() {
     let backend = TestBackend::start("a").await;
     let lb = lb_with_short_client_timeout(&backend).await;
     let stream = connect_and_send(lb.addr, b"G").await;
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, writer) = stream.into_split();
     // A byte every 50 ms: never idle for long, but the head never completes.
-    let trickle = tokio::spawn(async move {
-        for byte in b"ET / HTTP/1.1\r\nHost: x\r\nX-Slow: "
-            .iter()
-            .chain([b'y'; 200].iter())
-        {
-            if writer.write_all(&[*byte]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let slow_head = [
+        &b"ET / HTTP/1.1
+Host: x
+X-Slow: "[..],
+        &[b'y'; 200],
+    ]
+    .concat();
+    let trickle = trickle(writer, slow_head, Duration::from_millis(50));
     let mut received = Vec::new();
     let closed = tokio::time::timeout(CLOSED_WITHIN, reader.read_to_end(&mut received)).await;
     trickle.abort();

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use cluster_lb::{BackendAddress, Settings};
 use common::{
-    client, connect_and_send, raw_status, read_until_closed, settings_for, Lb, TestBackend,
+    client, connect_and_send, raw_status, read_until_closed, settings_for, trickle, upload_head,
+    Lb, TestBackend,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,11 +23,6 @@ use tokio::time::Instant;
 
 /// A generous bound for "answered", far below "hung".
 const ANSWERED_WITHIN: Duration = Duration::from_secs(5);
-
-fn post_head(content_length: usize) -> Vec<u8> {
-    format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {content_length}\r\n\r\n")
-        .into_bytes()
-}
 
 /// A backend on a raw socket, so a test sees exactly which bytes arrived and when: it answers
 /// the health check itself and hands every other connection, with what it read so far (the
@@ -120,7 +116,7 @@ async fn a_trickled_post_body_reaches_the_backend_before_the_client_has_sent_it_
     let mut backend = RawBackend::start().await;
     let lb = Lb::start(Settings::with_backends(vec![backend.backend_address()])).await;
 
-    let mut request = post_head(20);
+    let mut request = upload_head("POST", 20);
     request.extend_from_slice(b"first-half");
     let mut stream = connect_and_send(lb.addr, &request).await;
     let (mut upstream, mut seen) = backend
@@ -156,7 +152,7 @@ async fn a_stalled_streamed_body_gets_408_and_its_backend_connection_is_closed()
     settings.proxy.body_idle_timeout = Duration::from_millis(300);
     let lb = Lb::start(settings).await;
 
-    let mut request = post_head(100);
+    let mut request = upload_head("POST", 100);
     request.extend_from_slice(b"0123456789");
     let mut stream = connect_and_send(lb.addr, &request).await;
     let (mut upstream, mut seen) = backend
@@ -183,7 +179,7 @@ async fn a_connection_answered_before_its_streamed_body_ended_is_not_reused() {
     let mut backend = RawBackend::start().await;
     let lb = Lb::start(Settings::with_backends(vec![backend.backend_address()])).await;
 
-    let mut request = post_head(20);
+    let mut request = upload_head("POST", 20);
     request.extend_from_slice(b"first-half");
     let mut early = connect_and_send(lb.addr, &request).await;
     let (mut upstream, mut seen) = backend
@@ -222,17 +218,10 @@ async fn a_trickled_streamed_body_gets_408_after_the_body_timeout() {
     settings.proxy.body_timeout = Duration::from_millis(800);
     let lb = Lb::start(settings).await;
 
-    let stream = connect_and_send(lb.addr, &post_head(1000)).await;
-    let (mut reader, mut writer) = stream.into_split();
+    let stream = connect_and_send(lb.addr, &upload_head("POST", 1000)).await;
+    let (mut reader, writer) = stream.into_split();
     // One byte every 100 ms: never idle long, but 1000 bytes would take 100 s.
-    let trickle = tokio::spawn(async move {
-        for _ in 0..1000 {
-            if writer.write_all(b"x").await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    let trickle = trickle(writer, vec![b'x'; 1000], Duration::from_millis(100));
     let (mut upstream, _) = backend
         .next_request(ANSWERED_WITHIN)
         .await
@@ -324,7 +313,7 @@ async fn stalled_streamed_posts_take_nothing_from_the_buffered_body_budget() {
     // buffered.
     let mut held = Vec::new();
     for _ in 0..4 {
-        let mut request = post_head(MAX_BODY);
+        let mut request = upload_head("POST", MAX_BODY);
         request.extend(std::iter::repeat_n(b'x', MAX_BODY - 1));
         held.push(connect_and_send(lb.addr, &request).await);
     }

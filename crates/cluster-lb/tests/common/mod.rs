@@ -500,6 +500,29 @@ pub async fn metric(lb: &Lb, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The head of an upload of `content_length` bytes, sent before any of the body.
+pub fn upload_head(method: &str, content_length: usize) -> Vec<u8> {
+    format!("{method} /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {content_length}\r\n\r\n")
+        .into_bytes()
+}
+
+/// A slow client: writes `bytes` one at a time, one every `every`, until they are all sent or
+/// the balancer closes the connection. Never idle long, never done soon.
+pub fn trickle(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    bytes: Vec<u8>,
+    every: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        for byte in bytes {
+            if writer.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
 /// Opens a connection to `addr` and sends `bytes` (maybe none), leaving it open.
 pub async fn connect_and_send(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
