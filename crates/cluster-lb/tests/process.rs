@@ -170,8 +170,10 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     let port = builder.port;
     let mut lb = builder.spawn();
     let url = builder.url("/slow");
+    // 5 s: room for a loaded machine to deliver SIGTERM and close the listener while the
+    // request still runs, which the test needs to see.
     let in_flight =
-        tokio::spawn(async move { client().get(url).header("x-delay-ms", "2000").send().await });
+        tokio::spawn(async move { client().get(url).header("x-delay-ms", "5000").send().await });
     let started = wait_for(Duration::from_secs(5), || {
         (backend.in_flight() == 1).then_some(())
     });
@@ -202,9 +204,9 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
         .expect("join")
         .expect("cluster-lb exits after SIGTERM");
     assert_eq!(status.code(), Some(0));
-    // The request needed 2 s; the shutdown timeout (30 s) would be a hang.
+    // The request needed 5 s; the shutdown timeout (30 s) would be a hang.
     assert!(
-        signalled_at.elapsed() < Duration::from_secs(10),
+        signalled_at.elapsed() < Duration::from_secs(15),
         "exited promptly once idle: {:?}",
         signalled_at.elapsed()
     );
