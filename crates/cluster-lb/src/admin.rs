@@ -1,7 +1,9 @@
 //! The admin API, on its own listener so it is never exposed by accident with the proxy port.
 //!
 //! * `GET /healthz` — 200 while the balancer runs.
-//! * `GET /backends` — every backend with its state and counters.
+//! * `GET /backends` — every backend with its state, counters and `source` (`static`, `admin`,
+//!   `dns:NAME`). A backend found in DNS that is removed here is found again at the next
+//!   resolution while DNS still lists it; drain it instead to keep it out.
 //! * `POST /backends` `{"address":"host:port"}` — add one (201).
 //! * `DELETE /backends/{id}` — remove one; its in-flight requests finish.
 //! * `POST /backends/{id}/drain` — no new requests; in-flight ones finish.
@@ -21,7 +23,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::backend::{Backend, BackendAddress};
+use crate::backend::{Backend, BackendAddress, Origin};
 use crate::backend_set::{BackendSet, ChangeError};
 use crate::body::{self, ProxyBody};
 use crate::body_limits::BodyError;
@@ -137,7 +139,7 @@ impl Admin {
             Ok(address) => address,
             Err(e) => return body::error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        match self.backends.add(address) {
+        match self.backends.add(address, Origin::Admin) {
             Ok(backend) => {
                 self.checker.watch(&backend);
                 log::info!("admin: added backend {}", backend.id());
@@ -165,6 +167,7 @@ fn describe(backend: &Backend) -> Value {
     json!({
         "id": backend.id(),
         "address": backend.address().as_str(),
+        "source": backend.origin().to_string(),
         "state": backend.state().as_str(),
         "in_flight": backend.in_flight(),
         "ewma_ms": (backend.ewma().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,

@@ -1,9 +1,11 @@
-//! One backend as the balancer sees it: where it is, how loaded it is, whether it may get traffic.
+//! One backend as the balancer sees it: where it is, where it came from, how loaded it is,
+//! whether it may get traffic.
 //!
 //! Two independent switches decide eligibility. Health (up/down) belongs to the health checker
-//! and to passive failure detection; draining belongs to the operator. A backend receives new
-//! requests only when it is up *and* not draining. Counters live in Prometheus handles so the
-//! admin JSON and `/metrics` can never disagree.
+//! and to passive failure detection; draining belongs to the operator (or to DNS discovery, for
+//! an address that left DNS). A backend receives new requests only when it is up *and* not
+//! draining. Counters live in Prometheus handles so the admin JSON and `/metrics` can never
+//! disagree.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -70,6 +72,39 @@ impl fmt::Display for BackendAddress {
     }
 }
 
+/// Where a backend came from, which decides how it starts and who may take it away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Named in the configuration (`--backend`).
+    Static,
+    /// Added through the admin API.
+    Admin,
+    /// An address the DNS name (`--backend-dns NAME:PORT`) resolved to; discovery removes it
+    /// when the name no longer does.
+    Dns(Arc<str>),
+}
+
+impl Origin {
+    /// Does the backend get traffic before its first health check? One an operator named, yes:
+    /// a fresh cluster serves at once, and the first check (sent immediately) or passive
+    /// detection takes it out within milliseconds if it cannot serve. One found in DNS, no: an
+    /// orchestrator publishes a replica's address as soon as it starts, before it is ready, so
+    /// it earns its place with `rise` good checks like a backend coming back up.
+    pub fn admitted_at_once(&self) -> bool {
+        !matches!(self, Origin::Dns(_))
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Static => f.write_str("static"),
+            Origin::Admin => f.write_str("admin"),
+            Origin::Dns(name) => write!(f, "dns:{name}"),
+        }
+    }
+}
+
 /// What the admin API reports: draining wins over health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -107,6 +142,7 @@ static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 pub struct Backend {
     address: BackendAddress,
+    origin: Origin,
     /// Unique even when a removed backend is added again: the upstream pool's key.
     serial: u64,
     /// Bumped each time the backend goes down; connections opened before are not reused.
@@ -126,15 +162,15 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A new backend starts up: passive detection and the first check (sent at once) correct
-    /// that within milliseconds if it is not, while a fresh cluster serves immediately.
-    pub fn new(address: BackendAddress, metrics: &Metrics) -> Backend {
+    /// A new backend starts up or down as its origin says ([`Origin::admitted_at_once`]).
+    pub fn new(address: BackendAddress, origin: Origin, metrics: &Metrics) -> Backend {
         let label = [address.as_str()];
+        let up = origin.admitted_at_once();
         let backend = Backend {
             sticky_token: sticky_token(address.as_str()),
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(0),
-            up: AtomicBool::new(true),
+            up: AtomicBool::new(up),
             streak: Mutex::new(Streak::default()),
             fresh_losses_in_a_row: AtomicU32::new(0),
             draining: AtomicBool::new(false),
@@ -144,8 +180,9 @@ impl Backend {
             failures: metrics.backend_failures.with_label_values(&label),
             up_gauge: metrics.backend_up.with_label_values(&label),
             address,
+            origin,
         };
-        backend.up_gauge.set(1);
+        backend.up_gauge.set(i64::from(up));
         backend
     }
 
@@ -155,6 +192,10 @@ impl Backend {
 
     pub fn id(&self) -> &str {
         self.address.as_str()
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     pub fn serial(&self) -> u64 {
@@ -191,6 +232,10 @@ impl Backend {
 
     pub fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Load score for power-of-two-choices: expected latency times the queue it would join.
@@ -353,6 +398,7 @@ mod tests {
     fn fall_and_rise_count_consecutive_checks() {
         let backend = Backend::new(
             BackendAddress::parse("127.0.0.1:1").unwrap(),
+            Origin::Static,
             &Metrics::new(),
         );
         assert_eq!(backend.record_check(false, 2, 2), None);
@@ -365,5 +411,19 @@ mod tests {
         assert_eq!(backend.record_check(true, 2, 2), Some(Transition::WentUp));
         assert_eq!(backend.mark_down(), Some(Transition::WentDown));
         assert_eq!(backend.state(), State::Down);
+    }
+
+    #[test]
+    fn a_backend_found_in_dns_waits_for_its_checks() {
+        let metrics = Metrics::new();
+        let address = || BackendAddress::parse("127.0.0.1:1").unwrap();
+        let found = Backend::new(address(), Origin::Dns("tasks.node".into()), &metrics);
+        assert_eq!(found.state(), State::Down);
+        assert_eq!(found.record_check(true, 2, 2), None);
+        assert_eq!(found.record_check(true, 2, 2), Some(Transition::WentUp));
+        assert_eq!(found.origin().to_string(), "dns:tasks.node");
+        for named in [Origin::Static, Origin::Admin] {
+            assert_eq!(Backend::new(address(), named, &metrics).state(), State::Up);
+        }
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::backend::{Backend, BackendAddress};
+use crate::backend::{Backend, BackendAddress, Origin};
 use crate::metrics::Metrics;
 use crate::peak_ewma;
 
@@ -42,13 +42,18 @@ impl BackendSet {
         self.snapshot().iter().find(|b| b.id() == id).cloned()
     }
 
-    /// Adds a backend (up, not draining) and returns it so its health checks can start.
-    pub fn add(&self, address: BackendAddress) -> Result<Arc<Backend>, ChangeError> {
+    /// Adds a backend (not draining; up or not as its origin says) and returns it so its health
+    /// checks can start.
+    pub fn add(
+        &self,
+        address: BackendAddress,
+        origin: Origin,
+    ) -> Result<Arc<Backend>, ChangeError> {
         let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
         if list.iter().any(|b| b.address() == &address) {
             return Err(ChangeError::Exists(address.to_string()));
         }
-        let backend = Arc::new(Backend::new(address, &self.metrics));
+        let backend = Arc::new(Backend::new(address, origin, &self.metrics));
         backend.start_fresh(typical_latency(&list, &backend));
         let mut next: Vec<_> = list.iter().cloned().collect();
         next.push(Arc::clone(&backend));
@@ -108,11 +113,11 @@ mod tests {
     #[test]
     fn a_backend_joins_at_the_mean_latency_of_its_peers() {
         let set = BackendSet::new(Arc::new(Metrics::new()));
-        let fast = set.add(address(1)).unwrap();
-        let slow = set.add(address(2)).unwrap();
+        let fast = set.add(address(1), Origin::Static).unwrap();
+        let slow = set.add(address(2), Origin::Static).unwrap();
         fast.start_fresh(Duration::from_micros(200));
         slow.start_fresh(Duration::from_micros(600));
-        let newcomer = set.add(address(3)).unwrap();
+        let newcomer = set.add(address(3), Origin::Static).unwrap();
         let estimate = newcomer.ewma();
         assert!(
             estimate > Duration::from_micros(300) && estimate < Duration::from_micros(500),
@@ -123,9 +128,9 @@ mod tests {
     #[test]
     fn a_returning_backend_forgets_its_penalties() {
         let set = BackendSet::new(Arc::new(Metrics::new()));
-        let peer = set.add(address(1)).unwrap();
+        let peer = set.add(address(1), Origin::Static).unwrap();
         peer.start_fresh(Duration::from_micros(300));
-        let phoenix = set.add(address(2)).unwrap();
+        let phoenix = set.add(address(2), Origin::Static).unwrap();
         phoenix.record_failure(Duration::ZERO);
         phoenix.mark_down();
         assert!(phoenix.ewma() >= Duration::from_millis(250));

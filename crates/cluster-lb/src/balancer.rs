@@ -90,7 +90,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::backend::BackendAddress;
+    use crate::backend::{BackendAddress, Origin};
     use crate::metrics::Metrics;
 
     fn backends(n: usize) -> Vec<Arc<Backend>> {
@@ -99,6 +99,7 @@ mod tests {
             .map(|i| {
                 Arc::new(Backend::new(
                     BackendAddress::parse(&format!("127.0.0.1:{i}")).unwrap(),
+                    Origin::Static,
                     &metrics,
                 ))
             })

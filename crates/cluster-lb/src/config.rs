@@ -6,9 +6,10 @@
 //! keys, so a flag without a key (or a key without a flag) cannot exist. Precedence is flag,
 //! then environment variable (clap), then the file, then the built-in default, so a deployment
 //! can keep a file and still override one value from the shell. The defaults are written once,
-//! in [`Settings::with_backends`] and the proxy's and health checker's `Default`s, and the help
-//! texts read them from there. Every mistake is a [`ConfigError`] whose message fits on one
-//! line; `main` prints it and exits with status 2 instead of panicking half-way through start-up.
+//! in [`Settings::with_backends`] and the proxy's, health checker's and DNS discovery's
+//! `Default`s, and the help texts read them from there. Every mistake is a [`ConfigError`] whose
+//! message fits on one line; `main` prints it and exits with status 2 instead of panicking
+//! half-way through start-up.
 
 use std::fmt::Display;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -21,6 +22,7 @@ use serde::Deserialize;
 
 use crate::backend::{AddressError, BackendAddress};
 use crate::balancer::Algorithm;
+use crate::dns_discovery::{DiscoveryOptions, DnsTarget, TargetError};
 use crate::health::HealthOptions;
 use crate::proxy::ProxyOptions;
 
@@ -69,6 +71,24 @@ pub struct SettingsLayer {
         help = "A backend as host:port (repeatable); the host may be a DNS name, resolved at connect time"
     )]
     pub backends: Option<Vec<String>>,
+
+    #[arg(
+        long = "backend-dns",
+        env = "LB_BACKEND_DNS",
+        value_delimiter = ',',
+        help = "A DNS name and port, NAME:PORT (repeatable): each address the name resolves to is a backend, kept in step with DNS"
+    )]
+    pub backend_dns: Option<Vec<String>>,
+
+    #[arg(long, env = "LB_DNS_INTERVAL_MS", help = with_default("Time between two resolutions of each --backend-dns name", millis(defaults().discovery.interval)))]
+    pub dns_interval_ms: Option<u64>,
+
+    #[arg(
+        long,
+        env = "LB_DNS_SERVER",
+        help = "Nameserver for --backend-dns, as IP or IP:PORT (default: the system's, from /etc/resolv.conf)"
+    )]
+    pub dns_server: Option<String>,
 
     #[arg(long, env = "LB_ADMIN_LISTEN", help = with_default("Address of the admin API: backends, metrics", defaults().admin_listen))]
     pub admin_listen: Option<SocketAddr>,
@@ -163,6 +183,9 @@ impl SettingsLayer {
         let SettingsLayer {
             listen,
             backends,
+            backend_dns,
+            dns_interval_ms,
+            dns_server,
             admin_listen,
             admin_token,
             algorithm,
@@ -190,6 +213,9 @@ impl SettingsLayer {
             listen: listen.or(lower.listen),
             // An empty list given on the command line (`LB_BACKENDS=`) leaves the file's.
             backends: backends.filter(|b| !b.is_empty()).or(lower.backends),
+            backend_dns: backend_dns.filter(|d| !d.is_empty()).or(lower.backend_dns),
+            dns_interval_ms: dns_interval_ms.or(lower.dns_interval_ms),
+            dns_server: dns_server.or(lower.dns_server),
             admin_listen: admin_listen.or(lower.admin_listen),
             admin_token: admin_token.or(lower.admin_token),
             algorithm: algorithm.or(lower.algorithm),
@@ -286,6 +312,8 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
     pub admin_token: Option<String>,
     pub backends: Vec<BackendAddress>,
+    /// Backends found in DNS, besides (or instead of) `backends`.
+    pub discovery: DiscoveryOptions,
     pub proxy: ProxyOptions,
     pub health: HealthOptions,
     /// Longest wait for in-flight requests after SIGTERM.
@@ -322,6 +350,12 @@ pub enum ConfigError {
     Backend(#[from] AddressError),
     #[error("backend {0} is listed twice")]
     DuplicateBackend(BackendAddress),
+    #[error(transparent)]
+    DnsTarget(#[from] TargetError),
+    #[error("backend DNS name {0} is listed twice")]
+    DuplicateDnsTarget(DnsTarget),
+    #[error("DNS server {0:?} is not an IP address or IP:PORT")]
+    DnsServer(String),
     #[error("trusted proxy {text:?} is not a CIDR such as 10.0.0.0/8")]
     TrustedProxy {
         text: String,
@@ -365,6 +399,7 @@ impl Settings {
             admin_listen: DEFAULT_ADMIN_LISTEN,
             admin_token: None,
             backends,
+            discovery: DiscoveryOptions::default(),
             proxy: ProxyOptions::default(),
             health: HealthOptions::default(),
             shutdown_timeout: Duration::from_secs(30),
@@ -397,6 +432,24 @@ impl Settings {
                 return Err(ConfigError::DuplicateBackend(address));
             }
             settings.backends.push(address);
+        }
+
+        let discovery = &mut settings.discovery;
+        let targets = given.backend_dns.unwrap_or_default();
+        for target in targets.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+            let target = DnsTarget::parse(target)?;
+            if discovery.targets.contains(&target) {
+                return Err(ConfigError::DuplicateDnsTarget(target));
+            }
+            discovery.targets.push(target);
+        }
+        set_duration(
+            &mut discovery.interval,
+            "DNS interval",
+            given.dns_interval_ms,
+        )?;
+        if let Some(server) = given.dns_server {
+            discovery.server = Some(parse_dns_server(&server)?);
         }
 
         let proxy = &mut settings.proxy;
@@ -482,6 +535,7 @@ impl Settings {
             "shutdown timeout",
             given.shutdown_timeout_ms,
         )?;
+        settings.discovery.drain_limit = settings.shutdown_timeout;
         settings.workers = match given.workers {
             Some(0) => return Err(ConfigError::Zero { what: "workers" }),
             workers => workers,
@@ -527,6 +581,17 @@ fn parse_cidr(text: &str) -> Result<IpNet, ConfigError> {
                 source,
             })
     })
+}
+
+/// `IP:PORT`, or a bare IP on DNS's port 53.
+fn parse_dns_server(text: &str) -> Result<SocketAddr, ConfigError> {
+    let text = text.trim();
+    text.parse::<SocketAddr>()
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| ConfigError::DnsServer(text.to_string()))
 }
 
 fn set_duration(
@@ -585,6 +650,27 @@ mod tests {
             "backends",
             "a:1,b:2",
             "[\"a:1\", \"b:2\"]",
+        ),
+        (
+            "--backend-dns",
+            "LB_BACKEND_DNS",
+            "backend_dns",
+            "tasks.node:8000,other:1",
+            "[\"tasks.node:8000\", \"other:1\"]",
+        ),
+        (
+            "--dns-interval-ms",
+            "LB_DNS_INTERVAL_MS",
+            "dns_interval_ms",
+            "80",
+            "80",
+        ),
+        (
+            "--dns-server",
+            "LB_DNS_SERVER",
+            "dns_server",
+            "127.0.0.1:5353",
+            "\"127.0.0.1:5353\"",
         ),
         (
             "--admin-listen",
@@ -832,6 +918,18 @@ mod tests {
             ConfigError::Backend(AddressError::NotHostAndPort(_))
         ));
         assert!(matches!(
+            refused(&["--backend-dns=tasks.node"]),
+            ConfigError::DnsTarget(_)
+        ));
+        assert!(matches!(
+            refused(&["--backend-dns=tasks.node:1,tasks.node:1"]),
+            ConfigError::DuplicateDnsTarget(_)
+        ));
+        assert!(matches!(
+            refused(&["--dns-server=resolver.local"]),
+            ConfigError::DnsServer(_)
+        ));
+        assert!(matches!(
             refused(&["--health-fall=0"]),
             ConfigError::Zero {
                 what: "health fall"
@@ -847,6 +945,29 @@ mod tests {
         let missing = refused(&["--config=/nonexistent/cluster-lb.toml"]);
         assert!(matches!(missing, ConfigError::ReadFile { .. }));
         assert!(missing.source().is_some(), "the I/O error is kept");
+    }
+
+    #[test]
+    fn dns_discovery_mixes_with_static_backends() {
+        let set = settings(&[
+            "--backend=127.0.0.1:9000",
+            "--backend-dns=tasks.node:8000",
+            "--dns-server=127.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(set.backends.len(), 1);
+        assert_eq!(set.discovery.targets[0].to_string(), "tasks.node:8000");
+        assert_eq!(set.discovery.server, Some("127.0.0.1:53".parse().unwrap()));
+        assert_eq!(set.discovery.interval, Duration::from_millis(1000));
+        for refused in [
+            "tasks.node:0",
+            ":80",
+            "a b:80",
+            "tasks.node:http",
+            "user@node:80",
+        ] {
+            assert!(DnsTarget::parse(refused).is_err(), "{refused} accepted");
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! to buffer request bodies (or [`streamed_body`] to stream them, both under [`body_limits`]),
 //! [`upstream`] for the connections to the backends, [`tracked_body`] to stream responses back
 //! ([`body`] for the answers it makes itself) and [`upgrade`] for WebSocket tunnels. [`health`] keeps each [`backend`]'s state honest;
-//! [`admin`] and [`metrics`] expose it. [`config`], [`server`], [`shutdown`], [`probe`] and
+//! [`dns_discovery`] adds and removes backends as a DNS name's addresses change;
+//! [`admin`] and [`metrics`] expose it all. [`config`], [`server`], [`shutdown`], [`probe`] and
 //! [`load_balancer`] are the process around it.
 //!
 //! Errors: each public function that can fail returns a `thiserror` enum of its own concern
@@ -23,6 +24,7 @@ pub mod balancer;
 pub mod body;
 pub mod body_limits;
 pub mod config;
+pub mod dns_discovery;
 pub mod forwarded;
 pub mod health;
 pub mod hop_by_hop;

@@ -8,8 +8,8 @@
 //!   pool, as nginx's worker processes and actix-web's workers do: a request and the upstream
 //!   connection serving it stay on one thread, with no cross-thread wake-ups on the hot path.
 //!   An idle worker picks up new connections first, which keeps the workers evenly loaded. The backend
-//!   set, metrics and health checks are shared; the admin API and the health checks run on the
-//!   main thread.
+//!   set, metrics and health checks are shared; the admin API, the health checks and DNS
+//!   discovery run on the main thread.
 
 use std::future::Future;
 use std::io;
@@ -21,8 +21,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::Admin;
+use crate::backend::Origin;
 use crate::backend_set::BackendSet;
 use crate::config::Settings;
+use crate::dns_discovery::{Discovery, ResolverError};
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyOptions};
@@ -54,7 +56,7 @@ fn start_backends(settings: &Settings) -> Shared {
     let backends = Arc::new(BackendSet::new(Arc::clone(&metrics)));
     let checker = HealthChecker::new(settings.health.clone(), Arc::clone(&backends));
     for address in &settings.backends {
-        match backends.add(address.clone()) {
+        match backends.add(address.clone(), Origin::Static) {
             Ok(backend) => checker.watch(&backend),
             Err(e) => log::warn!("{e}"),
         }
@@ -125,16 +127,36 @@ async fn serve_admin(
     .await;
 }
 
+/// Starts resolving the `--backend-dns` names, if any, on the current runtime, until `stopped`.
+fn start_discovery(
+    settings: &Settings,
+    shared: &Shared,
+    stopped: watch::Receiver<bool>,
+) -> Result<(), StartError> {
+    let discovery = Discovery::new(
+        settings.discovery.clone(),
+        Arc::clone(&shared.backends),
+        shared.checker.clone(),
+        Arc::clone(&shared.metrics),
+    )?;
+    if let Some(discovery) = discovery {
+        tokio::spawn(discovery.run(wait_for_stop(stopped)));
+    }
+    Ok(())
+}
+
 /// Runs the balancer on already-bound listeners until `shutdown` resolves, then lets in-flight
-/// requests finish (up to `settings.shutdown_timeout`) and returns.
+/// requests finish (up to `settings.shutdown_timeout`) and returns. An error is DNS discovery
+/// that cannot be set up.
 pub async fn run(
     settings: Settings,
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Result<(), StartError> {
     let shared = start_backends(&settings);
     let (stop, stopped) = watch::channel(false);
+    start_discovery(&settings, &shared, stopped.clone())?;
     let proxy = tokio::spawn(serve_proxy(
         shared.clone(),
         settings.proxy,
@@ -151,6 +173,7 @@ pub async fn run(
     shutdown.await;
     let _ = stop.send(true);
     let _ = tokio::join!(proxy, admin);
+    Ok(())
 }
 
 /// Why the balancer could not start.
@@ -166,10 +189,13 @@ pub enum StartError {
     Runtime(#[source] io::Error),
     #[error("cannot start worker thread: {0}")]
     WorkerThread(#[source] io::Error),
+    #[error(transparent)]
+    Resolver(#[from] ResolverError),
 }
 
 /// Runs the balancer with `workers` proxy threads until `shutdown` resolves. Blocks the
-/// calling thread; an error is a listener that cannot be bound or a runtime that cannot start.
+/// calling thread; an error is a listener that cannot be bound, a runtime that cannot start or
+/// DNS discovery that cannot be set up.
 pub fn run_per_core<S, F>(settings: Settings, workers: usize, shutdown: S) -> Result<(), StartError>
 where
     S: FnOnce() -> F,
@@ -187,7 +213,9 @@ where
                 address: settings.admin_listen,
                 source,
             })?;
-        Ok::<_, StartError>((start_backends(&settings), admin, proxy_listeners))
+        let shared = start_backends(&settings);
+        start_discovery(&settings, &shared, stopped.clone())?;
+        Ok::<_, StartError>((shared, admin, proxy_listeners))
     })?;
 
     let mut threads = Vec::with_capacity(workers);

@@ -46,7 +46,14 @@ fn main() -> ExitCode {
     let workers = settings
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let backends: Vec<&str> = settings.backends.iter().map(|b| b.as_str()).collect();
+    let mut backends: Vec<String> = settings.backends.iter().map(|b| b.to_string()).collect();
+    backends.extend(
+        settings
+            .discovery
+            .targets
+            .iter()
+            .map(|target| format!("dns:{target}")),
+    );
     log::info!(
         "cluster-lb listening on {} (admin {}), {:?} over [{}], {workers} workers",
         settings.listen,

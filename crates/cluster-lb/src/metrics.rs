@@ -27,6 +27,7 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     pub accept_errors: IntCounterVec,
     pub request_bodies_refused: IntCounterVec,
+    pub dns_resolutions: IntCounterVec,
 }
 
 impl Metrics {
@@ -134,9 +135,17 @@ impl Metrics {
                 &["reason"],
             )
             .expect(STATIC),
+            dns_resolutions: IntCounterVec::new(
+                Opts::new(
+                    "lb_dns_resolutions_total",
+                    "Resolutions of each --backend-dns target: ok, empty (no address: the last known are kept), failed (no answer: the last known are kept).",
+                ),
+                &["target", "outcome"],
+            )
+            .expect(STATIC),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(metrics.upstream_errors.clone()),
             Box::new(metrics.backend_requests.clone()),
             Box::new(metrics.backend_failures.clone()),
@@ -150,6 +159,7 @@ impl Metrics {
             Box::new(metrics.connections_refused.clone()),
             Box::new(metrics.accept_errors.clone()),
             Box::new(metrics.request_bodies_refused.clone()),
+            Box::new(metrics.dns_resolutions.clone()),
         ];
         for collector in collectors {
             metrics

@@ -37,6 +37,12 @@ fn bad_configuration_exits_2_with_one_line() {
         (vec!["--listen".into(), "not-an-address".into()], "--listen"),
         (vec!["--backend".into(), "node1".into()], "node1"),
         (vec!["--backend".into(), "a:1,a:1".into()], "twice"),
+        (
+            vec!["--backend-dns".into(), "tasks.node".into()],
+            "tasks.node",
+        ),
+        (vec!["--dns-server".into(), "resolver".into()], "DNS server"),
+        (vec!["--dns-interval-ms".into(), "0".into()], "DNS interval"),
         (vec!["--algorithm".into(), "random".into()], "random"),
         (vec!["--health-fall".into(), "0".into()], "health fall"),
         (vec!["--health-path".into(), "readyz".into()], "health path"),

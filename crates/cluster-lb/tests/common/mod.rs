@@ -3,6 +3,7 @@
 //! and a load generator that counts every failed request.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod dns_server;
 pub mod lb_process;
 pub mod own_503;
 
@@ -39,6 +40,11 @@ pub struct BackendOptions {
 struct Counters {
     name: String,
     requests: AtomicUsize,
+    /// `/readyz` requests, and those answered 200.
+    health_checks: AtomicUsize,
+    ready_checks: AtomicUsize,
+    /// `ready_checks` when the first other request arrived (`usize::MAX`: none yet).
+    ready_checks_before_first_request: AtomicUsize,
     in_flight: AtomicUsize,
     ready: AtomicBool,
     delay_ms: AtomicU64,
@@ -62,12 +68,21 @@ impl TestBackend {
     }
 
     pub async fn start_with(name: &str, options: BackendOptions) -> TestBackend {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        TestBackend::start_on(name, "127.0.0.1:0".parse().expect("address"), options).await
+    }
+
+    /// On a given address: several backends can share a port on different loopback addresses
+    /// (127.0.0.2, 127.0.0.3, ...), as replicas behind one DNS name do.
+    pub async fn start_on(name: &str, address: SocketAddr, options: BackendOptions) -> TestBackend {
+        let listener = TcpListener::bind(address)
             .await
             .expect("bind a test backend");
         let counters = Arc::new(Counters {
             name: name.to_string(),
             requests: AtomicUsize::new(0),
+            health_checks: AtomicUsize::new(0),
+            ready_checks: AtomicUsize::new(0),
+            ready_checks_before_first_request: AtomicUsize::new(usize::MAX),
             in_flight: AtomicUsize::new(0),
             ready: AtomicBool::new(true),
             delay_ms: AtomicU64::new(options.delay.as_millis() as u64),
@@ -100,6 +115,28 @@ impl TestBackend {
 
     pub fn in_flight(&self) -> usize {
         self.counters.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Health checks received so far, ready or not.
+    pub fn health_checks(&self) -> usize {
+        self.counters.health_checks.load(Ordering::SeqCst)
+    }
+
+    /// Health checks answered 200 so far.
+    pub fn ready_checks(&self) -> usize {
+        self.counters.ready_checks.load(Ordering::SeqCst)
+    }
+
+    /// Health checks it had answered 200 when its first other request arrived; `None` before.
+    pub fn ready_checks_before_first_request(&self) -> Option<usize> {
+        match self
+            .counters
+            .ready_checks_before_first_request
+            .load(Ordering::SeqCst)
+        {
+            usize::MAX => None,
+            checks => Some(checks),
+        }
     }
 
     /// Makes `/readyz` answer 200 (true) or 503 (false).
@@ -185,6 +222,10 @@ async fn answer(
     };
     if request.uri().path() == "/readyz" {
         let ready = counters.ready.load(Ordering::SeqCst);
+        counters.health_checks.fetch_add(1, Ordering::SeqCst);
+        if ready {
+            counters.ready_checks.fetch_add(1, Ordering::SeqCst);
+        }
         let status = if ready {
             StatusCode::OK
         } else {
@@ -197,6 +238,12 @@ async fn answer(
     }
     counters.requests.fetch_add(1, Ordering::SeqCst);
     counters.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _ = counters.ready_checks_before_first_request.compare_exchange(
+        usize::MAX,
+        counters.ready_checks.load(Ordering::SeqCst),
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
 
     if request.headers().contains_key("upgrade") {
         let upgrade = hyper::upgrade::on(&mut request);
@@ -294,9 +341,13 @@ impl Lb {
             admin.local_addr().expect("addr"),
         );
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(cluster_lb::run(settings, proxy, admin, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(async move {
+            cluster_lb::run(settings, proxy, admin, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("the balancer starts");
+        });
         Lb {
             addr,
             admin: admin_addr,
