@@ -3,6 +3,7 @@
 //! and a load generator that counts every failed request.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod cluster_node;
 pub mod dns_server;
 pub mod lb_process;
 pub mod own_503;
