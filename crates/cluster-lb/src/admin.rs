@@ -3,7 +3,9 @@
 //! * `GET /healthz` — 200 while the balancer runs.
 //! * `GET /backends` — every backend with its state, counters and `source` (`static`, `admin`,
 //!   `dns:NAME`). A backend found in DNS that is removed here is found again at the next
-//!   resolution while DNS still lists it; drain it instead to keep it out.
+//!   resolution while DNS still lists it; drain it instead to keep it out. Beside the list,
+//!   `panic` (true while too few backends are healthy and all that answer are routed to) and
+//!   `panic_threshold_percent`.
 //! * `POST /backends` `{"address":"host:port"}` — add one (201).
 //! * `DELETE /backends/{id}` — remove one; its in-flight requests finish.
 //! * `POST /backends/{id}/drain` — no new requests; in-flight ones finish.
@@ -29,6 +31,7 @@ use crate::body::{self, ProxyBody};
 use crate::body_limits::BodyError;
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
+use crate::panic_mode::Routing;
 
 /// Admin request bodies are tiny; anything bigger is a mistake.
 const MAX_ADMIN_BODY: usize = 16 * 1024;
@@ -89,13 +92,18 @@ impl Admin {
                 response
             }
             (&Method::GET, ["backends"]) => {
-                let list: Vec<Value> = self
-                    .backends
-                    .snapshot()
-                    .iter()
-                    .map(|b| describe(b))
-                    .collect();
-                body::json(StatusCode::OK, &json!({ "backends": list }))
+                let snapshot = self.backends.snapshot();
+                let list: Vec<Value> = snapshot.iter().map(|b| describe(b)).collect();
+                let panic = self.backends.routing(&snapshot) == Routing::Panic;
+                let threshold = self.backends.panic_threshold().percent();
+                body::json(
+                    StatusCode::OK,
+                    &json!({
+                        "backends": list,
+                        "panic": panic,
+                        "panic_threshold_percent": threshold,
+                    }),
+                )
             }
             (&Method::POST, ["backends"]) => self.add(request).await,
             (&Method::DELETE, ["backends", id]) => match self.backends.remove(id) {

@@ -150,6 +150,12 @@ pub struct Backend {
     /// Cookie value of sticky mode: a hash, so the cookie does not reveal internal addresses.
     sticky_token: String,
     up: AtomicBool,
+    /// Did its last health check get an HTTP answer, whatever the status? Panic mode routes
+    /// only to backends that answer (`panic_mode.rs`).
+    answers: AtomicBool,
+    /// Has it been up at any time? One that never was is still joining: panic mode neither
+    /// counts it nor routes to it.
+    ever_up: AtomicBool,
     streak: Mutex<Streak>,
     /// Connections opened for a request and lost before its response, since the last response.
     fresh_losses_in_a_row: AtomicU32,
@@ -171,6 +177,8 @@ impl Backend {
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(0),
             up: AtomicBool::new(up),
+            answers: AtomicBool::new(up),
+            ever_up: AtomicBool::new(up),
             streak: Mutex::new(Streak::default()),
             fresh_losses_in_a_row: AtomicU32::new(0),
             draining: AtomicBool::new(false),
@@ -218,6 +226,16 @@ impl Backend {
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Did its last health check get an HTTP answer (2xx or not)?
+    pub fn answers(&self) -> bool {
+        self.answers.load(Ordering::Relaxed)
+    }
+
+    /// Has it been up at any time (admitted at once, or passed `rise` checks)?
+    pub fn has_been_up(&self) -> bool {
+        self.ever_up.load(Ordering::Relaxed)
     }
 
     pub fn state(&self) -> State {
@@ -292,12 +310,14 @@ impl Backend {
         self.latency.observe(latency.max(FAILURE_PENALTY));
     }
 
-    /// Passive detection (the rule is in `health.rs`): takes the backend out at once; only the
-    /// active checker can bring it back (after `rise` good checks).
+    /// Passive detection (the rule is in `health.rs`), or a health check that could not
+    /// connect: takes the backend out at once, as one that does not answer; only the active
+    /// checker can bring it back (after `rise` good checks).
     pub fn mark_down(&self) -> Option<Transition> {
         let mut streak = self.streak.lock().unwrap_or_else(|p| p.into_inner());
         *streak = Streak::default();
         self.fresh_losses_in_a_row.store(0, Ordering::Relaxed);
+        self.answers.store(false, Ordering::Relaxed);
         self.set_up(false)
     }
 
@@ -307,8 +327,21 @@ impl Backend {
         self.fresh_losses_in_a_row.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Active check result, through the fall/rise state machine.
+    /// A health check the backend answered, ready (2xx) or not, through the fall/rise state
+    /// machine.
     pub fn record_check(&self, healthy: bool, fall: u32, rise: u32) -> Option<Transition> {
+        self.answers.store(true, Ordering::Relaxed);
+        self.count_check(healthy, fall, rise)
+    }
+
+    /// A health check that got no HTTP answer (timed out, broken off): a failed check, and a
+    /// backend panic mode leaves out.
+    pub fn record_unanswered_check(&self, fall: u32, rise: u32) -> Option<Transition> {
+        self.answers.store(false, Ordering::Relaxed);
+        self.count_check(false, fall, rise)
+    }
+
+    fn count_check(&self, healthy: bool, fall: u32, rise: u32) -> Option<Transition> {
         let mut streak = self.streak.lock().unwrap_or_else(|p| p.into_inner());
         if healthy {
             streak.failures = 0;
@@ -339,6 +372,9 @@ impl Backend {
 
     fn set_up(&self, up: bool) -> Option<Transition> {
         let was_up = self.up.swap(up, Ordering::Relaxed);
+        if up {
+            self.ever_up.store(true, Ordering::Relaxed);
+        }
         self.up_gauge.set(i64::from(up));
         match (was_up, up) {
             (false, true) => Some(Transition::WentUp),

@@ -2,13 +2,17 @@
 //!
 //! Requests vastly outnumber changes, so readers take a cheap snapshot (an `Arc` of the list)
 //! and never hold a lock while proxying; the admin API replaces the whole list on each change.
-//! A request that already holds a removed backend finishes on it normally.
+//! A request that already holds a removed backend finishes on it normally. The set also says
+//! how a snapshot is routed to, normally or in panic mode (`panic_mode.rs`), and logs the
+//! switches between the two.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::backend::{Backend, BackendAddress, Origin};
 use crate::metrics::Metrics;
+use crate::panic_mode::{in_service, PanicThreshold, Routing};
 use crate::peak_ewma;
 
 pub type Snapshot = Arc<[Arc<Backend>]>;
@@ -16,6 +20,9 @@ pub type Snapshot = Arc<[Arc<Backend>]>;
 pub struct BackendSet {
     list: RwLock<Snapshot>,
     metrics: Arc<Metrics>,
+    panic_threshold: PanicThreshold,
+    /// Panic mode as the last routing decision found it, to log each switch once.
+    panicking: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +34,43 @@ pub enum ChangeError {
 }
 
 impl BackendSet {
-    pub fn new(metrics: Arc<Metrics>) -> BackendSet {
+    pub fn new(metrics: Arc<Metrics>, panic_threshold: PanicThreshold) -> BackendSet {
         BackendSet {
             list: RwLock::new(Arc::from(Vec::new())),
             metrics,
+            panic_threshold,
+            panicking: AtomicBool::new(false),
         }
+    }
+
+    pub fn panic_threshold(&self) -> PanicThreshold {
+        self.panic_threshold
+    }
+
+    /// How `snapshot` is to be routed to now; a switch into or out of panic mode is logged and
+    /// shown in `lb_panic_mode`.
+    pub fn routing(&self, snapshot: &[Arc<Backend>]) -> Routing {
+        let routing = self.panic_threshold.routing(snapshot);
+        let panic = routing == Routing::Panic;
+        // Written only on a switch: every request reads it, from every worker.
+        if self.panicking.load(Ordering::Relaxed) != panic
+            && self.panicking.swap(panic, Ordering::Relaxed) != panic
+        {
+            self.metrics.panic_mode.set(i64::from(panic));
+            let healthy = snapshot.iter().filter(|b| b.is_eligible()).count();
+            let serving = snapshot.iter().filter(|b| in_service(b)).count();
+            let percent = self.panic_threshold.percent();
+            if panic {
+                log::warn!(
+                    "panic mode: {healthy} of {serving} backends pass their health checks, fewer than {percent} %; routing to every one that answers them"
+                );
+            } else {
+                log::info!(
+                    "panic mode over: {healthy} of {serving} backends pass their health checks"
+                );
+            }
+        }
+        routing
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -112,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_backend_joins_at_the_mean_latency_of_its_peers() {
-        let set = BackendSet::new(Arc::new(Metrics::new()));
+        let set = BackendSet::new(Arc::new(Metrics::new()), PanicThreshold::DEFAULT);
         let fast = set.add(address(1), Origin::Static).unwrap();
         let slow = set.add(address(2), Origin::Static).unwrap();
         fast.start_fresh(Duration::from_micros(200));
@@ -127,7 +166,7 @@ mod tests {
 
     #[test]
     fn a_returning_backend_forgets_its_penalties() {
-        let set = BackendSet::new(Arc::new(Metrics::new()));
+        let set = BackendSet::new(Arc::new(Metrics::new()), PanicThreshold::DEFAULT);
         let peer = set.add(address(1), Origin::Static).unwrap();
         peer.start_fresh(Duration::from_micros(300));
         let phoenix = set.add(address(2), Origin::Static).unwrap();

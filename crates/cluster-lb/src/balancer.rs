@@ -6,13 +6,16 @@
 //! * Round-robin: strictly in turn, for an exactly even spread.
 //! * Least connections: fewest requests in flight; ties go round-robin.
 //!
-//! Backends already tried for this request are skipped when another eligible one exists, so a
-//! retry lands elsewhere. Nothing here allocates: the candidate list is walked in place.
+//! The candidates are the backends the routing admits: those passing their health checks, or in
+//! panic mode every one that answers them (`panic_mode.rs`); never a draining one. Backends
+//! already tried for this request are skipped when another candidate exists, so a retry lands
+//! elsewhere. Nothing here allocates: the candidate list is walked in place.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::backend::Backend;
+use crate::panic_mode::Routing;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -34,12 +37,17 @@ impl Balancer {
         }
     }
 
-    /// Picks an eligible backend, preferring one not in `tried`.
-    pub fn pick(&self, backends: &[Arc<Backend>], tried: &[Arc<Backend>]) -> Option<Arc<Backend>> {
+    /// Picks a backend `routing` admits, preferring one not in `tried`.
+    pub fn pick(
+        &self,
+        backends: &[Arc<Backend>],
+        tried: &[Arc<Backend>],
+        routing: Routing,
+    ) -> Option<Arc<Backend>> {
         let untried =
-            |b: &Arc<Backend>| b.is_eligible() && !tried.iter().any(|t| Arc::ptr_eq(t, b));
+            |b: &Arc<Backend>| routing.admits(b) && !tried.iter().any(|t| Arc::ptr_eq(t, b));
         self.pick_among(backends, untried)
-            .or_else(|| self.pick_among(backends, |b: &Arc<Backend>| b.is_eligible()))
+            .or_else(|| self.pick_among(backends, |b: &Arc<Backend>| routing.admits(b)))
     }
 
     fn pick_among(
@@ -112,7 +120,7 @@ mod tests {
         let balancer = Balancer::new(Algorithm::RoundRobin);
         let mut counts = [0; 3];
         for _ in 0..300 {
-            let chosen = balancer.pick(&list, &[]).unwrap();
+            let chosen = balancer.pick(&list, &[], Routing::Healthy).unwrap();
             counts[list.iter().position(|b| Arc::ptr_eq(b, &chosen)).unwrap()] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
@@ -125,15 +133,20 @@ mod tests {
         list[1].set_draining(true);
         let balancer = Balancer::new(Algorithm::PowerOfTwoChoices);
         for _ in 0..20 {
-            assert!(Arc::ptr_eq(&balancer.pick(&list, &[]).unwrap(), &list[2]));
+            assert!(Arc::ptr_eq(
+                &balancer.pick(&list, &[], Routing::Healthy).unwrap(),
+                &list[2]
+            ));
         }
         // Tried already, but still the only eligible one: a retry may go back to it.
         assert!(Arc::ptr_eq(
-            &balancer.pick(&list, &[list[2].clone()]).unwrap(),
+            &balancer
+                .pick(&list, &[list[2].clone()], Routing::Healthy)
+                .unwrap(),
             &list[2]
         ));
         list[2].mark_down();
-        assert!(balancer.pick(&list, &[]).is_none());
+        assert!(balancer.pick(&list, &[], Routing::Healthy).is_none());
     }
 
     /// A rolling restart at a low rate: the re-enabled backend's first answer is slow (cold
@@ -151,7 +164,7 @@ mod tests {
         let mut waited = None;
         // 50 requests a second, the peers answering each in 2 ms, for 3 s at most.
         while started.elapsed() < Duration::from_secs(3) {
-            let chosen = balancer.pick(&list, &[]).unwrap();
+            let chosen = balancer.pick(&list, &[], Routing::Healthy).unwrap();
             if Arc::ptr_eq(&chosen, &list[2]) {
                 waited = Some(started.elapsed());
                 break;
@@ -171,7 +184,10 @@ mod tests {
         let _busy = list[0].start_request();
         let balancer = Balancer::new(Algorithm::LeastConnections);
         for _ in 0..10 {
-            assert!(Arc::ptr_eq(&balancer.pick(&list, &[]).unwrap(), &list[1]));
+            assert!(Arc::ptr_eq(
+                &balancer.pick(&list, &[], Routing::Healthy).unwrap(),
+                &list[1]
+            ));
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::backend::{AddressError, BackendAddress};
 use crate::balancer::Algorithm;
 use crate::dns_discovery::{DiscoveryOptions, DnsTarget, TargetError};
 use crate::health::HealthOptions;
+use crate::panic_mode::PanicThreshold;
 use crate::proxy::ProxyOptions;
 
 /// The `cluster-lb` command line: the settings, plus what only makes sense on a command line.
@@ -124,6 +125,9 @@ pub struct SettingsLayer {
     #[arg(long, env = "LB_HEALTH_RISE", help = with_default("Successful checks in a row that bring a backend back up", defaults().health.rise))]
     pub health_rise: Option<u32>,
 
+    #[arg(long, env = "LB_PANIC_THRESHOLD_PERCENT", help = with_default("Below this share of backends passing their health checks, route to every backend that answers them (panic mode; 0: never)", format!("{} %", defaults().panic_threshold.percent())))]
+    pub panic_threshold_percent: Option<u8>,
+
     #[arg(
         long = "trusted-proxy",
         env = "LB_TRUSTED_PROXIES",
@@ -194,6 +198,7 @@ impl SettingsLayer {
             health_interval_ms,
             health_fall,
             health_rise,
+            panic_threshold_percent,
             trusted_proxies,
             connect_timeout_ms,
             response_timeout_ms,
@@ -225,6 +230,7 @@ impl SettingsLayer {
             health_interval_ms: health_interval_ms.or(lower.health_interval_ms),
             health_fall: health_fall.or(lower.health_fall),
             health_rise: health_rise.or(lower.health_rise),
+            panic_threshold_percent: panic_threshold_percent.or(lower.panic_threshold_percent),
             trusted_proxies: trusted_proxies
                 .filter(|p| !p.is_empty())
                 .or(lower.trusted_proxies),
@@ -316,6 +322,8 @@ pub struct Settings {
     pub discovery: DiscoveryOptions,
     pub proxy: ProxyOptions,
     pub health: HealthOptions,
+    /// Below this share of healthy backends, route to all that answer.
+    pub panic_threshold: PanicThreshold,
     /// Longest wait for in-flight requests after SIGTERM.
     pub shutdown_timeout: Duration,
     pub workers: Option<usize>,
@@ -371,6 +379,8 @@ pub enum ConfigError {
     BodyBudgetBelowLargestBody { budget: usize, largest_body: usize },
     #[error("max header bytes must be at least {MIN_HEADER_BYTES}, got {0}")]
     HeaderLimitTooSmall(usize),
+    #[error("panic threshold must be a percentage from 0 to 100, got {0}")]
+    PanicThreshold(u8),
     #[error("health path must start with '/', got {0:?}")]
     HealthPath(String),
     #[error(
@@ -402,6 +412,7 @@ impl Settings {
             discovery: DiscoveryOptions::default(),
             proxy: ProxyOptions::default(),
             health: HealthOptions::default(),
+            panic_threshold: PanicThreshold::default(),
             shutdown_timeout: Duration::from_secs(30),
             workers: None,
             max_connections: 10_000,
@@ -528,6 +539,10 @@ impl Settings {
         }
         if let Some(rise) = given.health_rise {
             health.rise = at_least_one("health rise", rise)?;
+        }
+        if let Some(percent) = given.panic_threshold_percent {
+            settings.panic_threshold =
+                PanicThreshold::new(percent).ok_or(ConfigError::PanicThreshold(percent))?;
         }
 
         set_duration(
@@ -711,6 +726,13 @@ mod tests {
         ("--health-fall", "LB_HEALTH_FALL", "health_fall", "5", "5"),
         ("--health-rise", "LB_HEALTH_RISE", "health_rise", "6", "6"),
         (
+            "--panic-threshold-percent",
+            "LB_PANIC_THRESHOLD_PERCENT",
+            "panic_threshold_percent",
+            "0",
+            "0",
+        ),
+        (
             "--trusted-proxy",
             "LB_TRUSTED_PROXIES",
             "trusted_proxies",
@@ -873,6 +895,7 @@ mod tests {
             "(default p2c)",
             "(default /readyz)",
             "(default 500 ms)",
+            "(default 50 %)",
             "(default 1 MiB)",
             "(default 64 MiB)",
             "(default 32 KiB)",
@@ -928,6 +951,10 @@ mod tests {
         assert!(matches!(
             refused(&["--dns-server=resolver.local"]),
             ConfigError::DnsServer(_)
+        ));
+        assert!(matches!(
+            refused(&["--panic-threshold-percent=101"]),
+            ConfigError::PanicThreshold(101)
         ));
         assert!(matches!(
             refused(&["--health-fall=0"]),

@@ -5,7 +5,9 @@
 //! but can never bring it back: only these checks do, after `rise` good answers. A refused
 //! connection here also counts as proof of death and marks the backend down at once. While a
 //! backend is in transition the checks run twice as often (HAProxy's `fastinter`), so ejection
-//! and re-admission both stay well under a second with the defaults.
+//! and re-admission both stay well under a second with the defaults. A check answered with a
+//! status other than 2xx and one not answered at all both fail; panic mode (`panic_mode.rs`)
+//! tells them apart: it routes to a backend that answers 503, never to one that does not answer.
 //!
 //! Passive evidence must be something no client can manufacture, or one client could take
 //! every backend out of rotation for everyone. So only these count:
@@ -110,7 +112,10 @@ pub struct HealthChecker {
 
 enum CheckResult {
     Healthy,
-    Unhealthy(String),
+    /// An HTTP answer that is not 2xx: the backend runs but says it cannot serve.
+    Unready(String),
+    /// No HTTP answer: timed out, broken off, malformed.
+    Unanswered(String),
     CannotConnect,
 }
 
@@ -153,9 +158,13 @@ impl HealthChecker {
                     );
                     current.mark_down()
                 }
-                CheckResult::Unhealthy(reason) => {
+                CheckResult::Unready(reason) => {
                     log::debug!("backend {}: health check failed: {reason}", current.id());
                     current.record_check(false, self.options.fall, self.options.rise)
+                }
+                CheckResult::Unanswered(reason) => {
+                    log::debug!("backend {}: health check failed: {reason}", current.id());
+                    current.record_unanswered_check(self.options.fall, self.options.rise)
                 }
             };
             match transition {
@@ -186,15 +195,15 @@ impl HealthChecker {
             .build();
         let request = match uri.map(|uri| Request::get(uri).body(Empty::new())) {
             Ok(Ok(request)) => request,
-            Ok(Err(e)) => return CheckResult::Unhealthy(e.to_string()),
-            Err(e) => return CheckResult::Unhealthy(e.to_string()),
+            Ok(Err(e)) => return CheckResult::Unanswered(e.to_string()),
+            Err(e) => return CheckResult::Unanswered(e.to_string()),
         };
         match tokio::time::timeout(self.options.interval, self.client.request(request)).await {
             Ok(Ok(response)) if response.status().is_success() => CheckResult::Healthy,
-            Ok(Ok(response)) => CheckResult::Unhealthy(format!("status {}", response.status())),
+            Ok(Ok(response)) => CheckResult::Unready(format!("status {}", response.status())),
             Ok(Err(e)) if e.is_connect() => CheckResult::CannotConnect,
-            Ok(Err(e)) => CheckResult::Unhealthy(e.to_string()),
-            Err(_) => CheckResult::Unhealthy("timed out".to_string()),
+            Ok(Err(e)) => CheckResult::Unanswered(e.to_string()),
+            Err(_) => CheckResult::Unanswered("timed out".to_string()),
         }
     }
 }

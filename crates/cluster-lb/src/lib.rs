@@ -1,7 +1,8 @@
 //! `cluster-lb`: the cluster's front door, an HTTP/1.1 load balancer that hides node failures.
 //!
 //! Reading order: [`proxy`] (the request path) uses [`balancer`] to choose among the backends
-//! of [`backend_set`] (scored by [`peak_ewma`], optionally pinned by [`sticky`]), [`retry`] to
+//! of [`backend_set`] (scored by [`peak_ewma`], optionally pinned by [`sticky`], all of them in
+//! [`panic_mode`] when too few are healthy), [`retry`] to
 //! decide what may be sent again, [`hop_by_hop`] / [`forwarded`] for headers, [`request_body`]
 //! to buffer request bodies (or [`streamed_body`] to stream them, both under [`body_limits`]),
 //! [`upstream`] for the connections to the backends, [`tracked_body`] to stream responses back
@@ -30,6 +31,7 @@ pub mod health;
 pub mod hop_by_hop;
 pub mod load_balancer;
 pub mod metrics;
+pub mod panic_mode;
 pub mod peak_ewma;
 pub mod probe;
 pub mod proxy;

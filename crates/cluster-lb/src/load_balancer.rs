@@ -53,7 +53,10 @@ const ADMIN_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Creates the backend set and starts each backend's health checks on the current runtime.
 fn start_backends(settings: &Settings) -> Shared {
     let metrics = Arc::new(Metrics::new());
-    let backends = Arc::new(BackendSet::new(Arc::clone(&metrics)));
+    let backends = Arc::new(BackendSet::new(
+        Arc::clone(&metrics),
+        settings.panic_threshold,
+    ));
     let checker = HealthChecker::new(settings.health.clone(), Arc::clone(&backends));
     for address in &settings.backends {
         match backends.add(address.clone(), Origin::Static) {

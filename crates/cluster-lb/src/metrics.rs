@@ -5,8 +5,8 @@
 //! label hashing. A private registry keeps the output to this process's own series.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Metric names and options are constants; building them can only fail on a typo in this file.
@@ -28,6 +28,8 @@ pub struct Metrics {
     pub accept_errors: IntCounterVec,
     pub request_bodies_refused: IntCounterVec,
     pub dns_resolutions: IntCounterVec,
+    pub panic_routed: IntCounter,
+    pub panic_mode: IntGauge,
 }
 
 impl Metrics {
@@ -143,9 +145,19 @@ impl Metrics {
                 &["target", "outcome"],
             )
             .expect(STATIC),
+            panic_routed: IntCounter::new(
+                "lb_panic_routed_total",
+                "Attempts sent to a backend failing its health checks because too few passed them (panic mode).",
+            )
+            .expect(STATIC),
+            panic_mode: IntGauge::new(
+                "lb_panic_mode",
+                "1 while too few backends pass their health checks and all that answer are routed to (as of the last request).",
+            )
+            .expect(STATIC),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(metrics.upstream_errors.clone()),
             Box::new(metrics.backend_requests.clone()),
             Box::new(metrics.backend_failures.clone()),
@@ -160,6 +172,8 @@ impl Metrics {
             Box::new(metrics.accept_errors.clone()),
             Box::new(metrics.request_bodies_refused.clone()),
             Box::new(metrics.dns_resolutions.clone()),
+            Box::new(metrics.panic_routed.clone()),
+            Box::new(metrics.panic_mode.clone()),
         ];
         for collector in collectors {
             metrics

@@ -46,6 +46,7 @@ use crate::forwarded::{self, TrustedProxies, X_REQUEST_ID};
 use crate::health;
 use crate::hop_by_hop;
 use crate::metrics::Metrics;
+use crate::panic_mode::Routing;
 use crate::request_body::{self, BodyBudget, RequestBody};
 use crate::retry::{self, Decision, Outcome, RetryBudget};
 use crate::sticky;
@@ -194,13 +195,18 @@ impl Proxy {
                 let response = body::error(StatusCode::BAD_GATEWAY, "request body already sent");
                 return with_id(response, &prepared.request_id);
             };
+            // Again for each attempt: a failed one may have taken a backend out.
+            let routing = self.backends.routing(&snapshot);
             let backend = match sticky_choice
                 .take()
-                .or_else(|| self.balancer.pick(&snapshot, &tried))
+                .or_else(|| self.balancer.pick(&snapshot, &tried, routing))
             {
                 Some(backend) => backend,
                 None => return with_id(no_backend(), &prepared.request_id),
             };
+            if !backend.is_up() {
+                self.metrics.panic_routed.inc();
+            }
             let in_flight = backend.start_request();
             attempts += 1;
             // An answer the policy may retry (a 503) is kept, to be passed on if it is not.
@@ -237,7 +243,7 @@ impl Proxy {
                 method: &prepared.method,
                 replayable: prepared.body.is_replayable(),
                 attempts,
-                alternative: untried_left(&snapshot, &tried),
+                alternative: untried_left(&snapshot, &tried, routing),
             };
             if retry::decide(&attempt, || self.spend_retry()) == Decision::Retry {
                 if outcome == Outcome::Unavailable {
@@ -482,12 +488,12 @@ fn head_size(request: &Request<Incoming>) -> usize {
         .sum::<usize>()
 }
 
-/// Is there an eligible backend this request has not tried? (Asking the balancer would move
-/// round-robin's turn.)
-fn untried_left(backends: &[Arc<Backend>], tried: &[Arc<Backend>]) -> bool {
+/// Is there a backend `routing` admits that this request has not tried? (Asking the balancer
+/// would move round-robin's turn.)
+fn untried_left(backends: &[Arc<Backend>], tried: &[Arc<Backend>], routing: Routing) -> bool {
     backends
         .iter()
-        .any(|b| b.is_eligible() && !tried.iter().any(|t| Arc::ptr_eq(t, b)))
+        .any(|b| routing.admits(b) && !tried.iter().any(|t| Arc::ptr_eq(t, b)))
 }
 
 fn no_backend() -> Response<ProxyBody> {

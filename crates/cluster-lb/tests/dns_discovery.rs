@@ -151,12 +151,12 @@ async fn replicas_join_after_their_checks_and_leave_drained_with_no_failed_get()
                 .await
                 .map(|response| response.status())
         });
-        if wait_for(Duration::from_millis(200), || first.in_flight() > 0).await {
+        if wait_for(Duration::from_millis(200), || first.delayed() > 0).await {
             break;
         }
     }
     assert!(
-        first.in_flight() > 0,
+        first.delayed() > 0,
         "no slow request reached the first replica"
     );
     dns.set(SERVICE, &[loopback(3), loopback(4)]).await;
@@ -359,4 +359,62 @@ async fn the_binary_takes_its_dns_names_from_the_environment() {
         served_by.lock().expect("lock")
     );
     assert_eq!(replicas.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_back_in_dns_while_draining_serves_again() {
+    let dns = DnsServer::start().await;
+    let (port, replicas) = replicas(2).await;
+    let [flapping, steady] = &replicas[..] else {
+        unreachable!()
+    };
+    dns.set(SERVICE, &[loopback(2), loopback(3)]).await;
+    let mut settings = discovering(&dns, port, Settings::with_backends(Vec::new()));
+    settings.proxy.algorithm = Algorithm::RoundRobin;
+    let lb = Lb::start(settings).await;
+    for replica in &replicas {
+        lb.wait_for_state(&replica.address(), "up", Duration::from_secs(5))
+            .await
+            .expect("found and up");
+    }
+    // A slow request on each keeps the leaving replica draining rather than removed.
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let url = lb.url("/slow");
+        slow.spawn(async move { client().get(url).header("x-delay-ms", "1500").send().await });
+    }
+    assert!(
+        wait_for(Duration::from_secs(2), || flapping.delayed() > 0).await,
+        "no slow request reached the replica"
+    );
+
+    dns.set(SERVICE, &[loopback(3)]).await;
+    lb.wait_for_state(&flapping.address(), "draining", Duration::from_secs(2))
+        .await
+        .expect("drained when its record went");
+    dns.set(SERVICE, &[loopback(2), loopback(3)]).await;
+    lb.wait_for_state(&flapping.address(), "up", Duration::from_secs(2))
+        .await
+        .expect("serving again when its record came back");
+    while let Some(done) = slow.join_next().await {
+        assert_eq!(done.expect("task").expect("response").status(), 200);
+    }
+    let before = flapping.requests();
+    for _ in 0..10 {
+        assert_eq!(
+            client()
+                .get(lb.url("/x"))
+                .send()
+                .await
+                .expect("response")
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        flapping.requests(),
+        before + 5,
+        "round-robin over both again"
+    );
+    assert!(steady.requests() > 0);
 }

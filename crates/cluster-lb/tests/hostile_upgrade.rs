@@ -10,68 +10,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_kit::{free_port, workspace_bin, ChildGuard, RedisServer};
-use cluster_lb::{BackendAddress, Settings};
+use cluster_kit::RedisServer;
+use cluster_lb::Settings;
+use common::cluster_node::Node;
 use common::{client, raw_status, Lb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// One `cluster-app` process, killed when dropped.
-struct Node {
-    address: String,
-    _process: ChildGuard,
-}
-
-impl Node {
-    async fn start(id: &str, redis: &RedisServer) -> Node {
-        let address = format!("127.0.0.1:{}", free_port());
-        let mut command = Command::new(workspace_bin("cluster-app"));
-        command
-            .args(["--node-id", id, "--listen-addr", &address])
-            .args([
-                "--redis-url",
-                &redis.url(),
-                "--workers",
-                "1",
-                "--drain-ms",
-                "0",
-            ])
-            // Any 64 bytes will do: the test never reads a cookie on another node.
-            .env("SESSION_KEY", "5a".repeat(64))
-            .env("COOKIE_SECURE", "false")
-            .env("SESSION_STORE", "redis")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        let node = Node {
-            _process: ChildGuard::spawn(id, &mut command),
-            address,
-        };
-        let ready = format!("http://{}/readyz", node.address);
-        let http = client();
-        let started = Instant::now();
-        loop {
-            if http
-                .get(&ready)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return node;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "node {id} not ready within 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
 
 async fn cluster(nodes: usize) -> (RedisServer, Vec<Node>, Lb) {
     let redis = RedisServer::start();
@@ -79,10 +27,7 @@ async fn cluster(nodes: usize) -> (RedisServer, Vec<Node>, Lb) {
     for n in 1..=nodes {
         started.push(Node::start(&format!("node{n}"), &redis).await);
     }
-    let addresses = started
-        .iter()
-        .map(|node| BackendAddress::parse(&node.address).expect("node address"))
-        .collect();
+    let addresses = started.iter().map(Node::backend_address).collect();
     let lb = Lb::start(Settings::with_backends(addresses)).await;
     (redis, started, lb)
 }

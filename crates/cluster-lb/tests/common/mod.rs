@@ -3,6 +3,7 @@
 //! and a load generator that counts every failed request.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod cluster_node;
 pub mod dns_server;
 pub mod lb_process;
 pub mod own_503;
@@ -46,6 +47,8 @@ struct Counters {
     /// `ready_checks` when the first other request arrived (`usize::MAX`: none yet).
     ready_checks_before_first_request: AtomicUsize,
     in_flight: AtomicUsize,
+    /// Those of `in_flight` waiting out a delay.
+    delayed: AtomicUsize,
     ready: AtomicBool,
     delay_ms: AtomicU64,
     status: StatusCode,
@@ -84,6 +87,7 @@ impl TestBackend {
             ready_checks: AtomicUsize::new(0),
             ready_checks_before_first_request: AtomicUsize::new(usize::MAX),
             in_flight: AtomicUsize::new(0),
+            delayed: AtomicUsize::new(0),
             ready: AtomicBool::new(true),
             delay_ms: AtomicU64::new(options.delay.as_millis() as u64),
             status: options.status.unwrap_or(StatusCode::OK),
@@ -115,6 +119,11 @@ impl TestBackend {
 
     pub fn in_flight(&self) -> usize {
         self.counters.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Requests it is holding for a delay (`x-delay-ms` or the backend's own) right now.
+    pub fn delayed(&self) -> usize {
+        self.counters.delayed.load(Ordering::SeqCst)
     }
 
     /// Health checks received so far, ready or not.
@@ -275,7 +284,9 @@ async fn answer(
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .unwrap_or(counters.delay_ms.load(Ordering::SeqCst));
     if delay > 0 {
+        counters.delayed.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        counters.delayed.fetch_sub(1, Ordering::SeqCst);
     }
     let method = request.method().to_string();
     let path = request.uri().path().to_string();
