@@ -312,6 +312,12 @@ impl SentinelTopology {
         wait_for(limit, || self.probe.is_synced_replica(index).then_some(())).is_some()
     }
 
+    /// Waits until every replica that follows the primary has received everything the primary
+    /// wrote so far: a write made before is then on every replica, and survives a failover.
+    pub fn wait_for_replicas_in_sync(&self, limit: Duration) -> bool {
+        wait_for(limit, || self.probe.replicas_in_sync().then_some(())).is_some()
+    }
+
     /// [`SentinelTopology::wait_for_replica`] for async callers.
     pub async fn rejoined(&self, index: usize, limit: Duration) -> anyhow::Result<()> {
         let probe = self.probe.clone();
@@ -380,6 +386,28 @@ impl Probe {
             }) => primary_port == self.redis_ports[primary] && replication_state == "connected",
             _ => false,
         }
+    }
+
+    fn replicas_in_sync(&self) -> bool {
+        let Some(primary) = self.confirmed_primary(None) else {
+            return false;
+        };
+        let Some(Role::Primary {
+            replication_offset,
+            replicas,
+        }) = self.role(primary)
+        else {
+            return false;
+        };
+        // The primary learns its replicas' offsets once a second; each replica knows its own.
+        !replicas.is_empty()
+            && replicas.iter().all(|replica| {
+                let index = self.redis_ports.iter().position(|&p| p == replica.port);
+                matches!(
+                    index.and_then(|index| self.role(index)),
+                    Some(Role::Replica { data_received, .. }) if data_received >= replication_offset
+                )
+            })
     }
 
     /// Ready to fail over: the first primary is one, its replicas are in sync, and every
