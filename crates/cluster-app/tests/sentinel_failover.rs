@@ -23,6 +23,8 @@ const BOUND: Duration = Duration::from_secs(3);
 /// ~0.1 s (it asks again every 100 ms while it has no primary); a debug build on two busy
 /// cores gets slack.
 const SERVE_AGAIN_BOUND: Duration = Duration::from_secs(2);
+/// A node without a primary does not wait for one: well under the 500 ms timeout.
+const AT_ONCE: Duration = Duration::from_millis(400);
 
 /// One node per session store, with the same session key.
 fn nodes(topology: &SentinelTopology) -> Vec<Node> {
@@ -192,8 +194,9 @@ fn sessions_survive_a_killed_primary_and_the_nodes_serve_again_within_a_second()
 }
 
 /// A paused primary keeps its sockets open and answers nothing: the nodes' reads and writes
-/// give up at the timeout, and the nodes let go of it then, so that once Sentinel names its
-/// successor they use it, instead of waiting on the old one until it wakes.
+/// give up at the timeout, and the nodes let go of it then. From the first request that gave
+/// up, they answer 503 at once instead of waiting on it again, and once Sentinel names its
+/// successor they use it.
 #[test]
 fn a_paused_primary_is_let_go_and_the_nodes_serve_from_its_successor() {
     let topology = SentinelTopology::start();
@@ -205,6 +208,14 @@ fn a_paused_primary_is_let_go_and_the_nodes_serve_from_its_successor() {
         let reply = browser.get(node, "/whoami");
         assert_eq!(reply.status, 503, "{}: {}", node.node_id, reply.text);
         assert!(reply.elapsed < BOUND, "{:?}", reply.elapsed);
+        let ready = browser.get(node, "/readyz");
+        assert_eq!(ready.status, 503);
+        assert!(
+            ready.elapsed < AT_ONCE,
+            "{} still waits on the silent primary: /readyz took {:?}",
+            node.node_id,
+            ready.elapsed
+        );
     }
     topology
         .wait_for_failover(0, FAILOVER_LIMIT)
