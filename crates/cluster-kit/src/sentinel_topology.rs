@@ -21,6 +21,7 @@
 //! reconfigures the instance: restarted, it keeps the role Sentinel last gave it. There is no
 //! persistence; an instance that restarts starts empty, and a replica copies the primary again.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -235,6 +236,16 @@ impl SentinelTopology {
         self.probe.announced_primaries().into_iter().next()
     }
 
+    /// The Redis instance every sentinel names as the primary, when all answer and agree. After
+    /// a failover the others learn it from the sentinel that led it within ~2 s (their hello
+    /// messages).
+    pub fn agreed_primary(&self) -> Option<usize> {
+        let named = self.probe.announced_primaries();
+        let first = *named.first()?;
+        (named.len() == self.probe.sentinel_ports.len() && named.iter().all(|&i| i == first))
+            .then_some(first)
+    }
+
     /// The Redis instance a sentinel names as the primary and that says it is one.
     pub fn primary(&self) -> Option<usize> {
         self.probe.confirmed_primary(None)
@@ -410,31 +421,50 @@ impl Probe {
             })
     }
 
-    /// Ready to fail over: the first primary is one, its replicas are in sync, and every
-    /// sentinel knows the primary, both replicas and both other sentinels.
+    /// Ready to fail over: the first primary streams its writes to both replicas (they are
+    /// `online` in its view: they have their first copy), and every sentinel knows the primary,
+    /// both replicas and both other sentinels.
     fn is_ready(&self) -> bool {
-        let replicas_synced = (1..self.redis_ports.len()).all(|index| {
-            matches!(
-                self.role(index),
-                Some(Role::Replica { replication_state, .. }) if replication_state == "connected"
-            )
-        });
-        replicas_synced
-            && self.sentinel_ports.iter().all(|&port| {
-                let Some(mut sentinel) = connect(port, self.sentinel_password.as_deref()) else {
-                    return false;
-                };
-                let state: redis::RedisResult<std::collections::HashMap<String, String>> =
-                    redis::cmd("SENTINEL")
-                        .arg("master")
-                        .arg(MASTER_NAME)
-                        .query(&mut sentinel);
-                state.is_ok_and(|state| {
-                    let field = |name: &str| state.get(name).map(String::as_str);
-                    field("flags") == Some("master")
-                        && field("num-slaves") == Some(&REPLICAS.to_string())
-                        && field("num-other-sentinels") == Some(&(SENTINELS - 1).to_string())
-                })
+        let replicas_online = connect(self.redis_ports[0], self.redis_password.as_deref())
+            .and_then(|mut primary| {
+                redis::cmd("INFO")
+                    .arg("replication")
+                    .query::<String>(&mut primary)
+                    .ok()
+            })
+            .is_some_and(|info| info.matches("state=online").count() == REPLICAS);
+        replicas_online
+            && self
+                .sentinel_ports
+                .iter()
+                .all(|&port| self.sentinel_is_ready(port))
+    }
+
+    /// The sentinel sees the primary as one, knows both other sentinels, and has heard from
+    /// both replicas that their link to the primary is up: without that last part, it has no
+    /// replica it would promote (`NOGOODSLAVE`).
+    fn sentinel_is_ready(&self, port: u16) -> bool {
+        let Some(mut sentinel) = connect(port, self.sentinel_password.as_deref()) else {
+            return false;
+        };
+        let primary: redis::RedisResult<HashMap<String, String>> = redis::cmd("SENTINEL")
+            .arg("master")
+            .arg(MASTER_NAME)
+            .query(&mut sentinel);
+        let replicas: redis::RedisResult<Vec<HashMap<String, String>>> = redis::cmd("SENTINEL")
+            .arg("replicas")
+            .arg(MASTER_NAME)
+            .query(&mut sentinel);
+        let (Ok(primary), Ok(replicas)) = (primary, replicas) else {
+            return false;
+        };
+        let field = |state: &HashMap<String, String>, name: &str| state.get(name).cloned();
+        field(&primary, "flags").as_deref() == Some("master")
+            && field(&primary, "num-other-sentinels") == Some((SENTINELS - 1).to_string())
+            && replicas.len() == REPLICAS
+            && replicas.iter().all(|replica| {
+                field(replica, "flags").as_deref() == Some("slave")
+                    && field(replica, "master-link-status").as_deref() == Some("ok")
             })
     }
 }
@@ -504,9 +534,11 @@ fn redis_config(
         "daemonize no".to_string(),
         "save \"\"".to_string(),
         "appendonly no".to_string(),
-        // A replica that (re)joins gets its copy at once, not after the 5 s Redis waits by
-        // default for more replicas to share one transfer.
-        "repl-diskless-sync-delay 0".to_string(),
+        // A replica that (re)joins gets its copy through a file, at once. Redis 7's default,
+        // a copy streamed to the replica, first waits 5 s for more replicas to share it, and
+        // afterwards streams the primary's writes to the replica only from its first
+        // acknowledgement, up to 1 s later: until then a WAIT for it times out.
+        "repl-diskless-sync no".to_string(),
     ];
     if let Some(primary) = replica_of {
         lines.push(format!("replicaof 127.0.0.1 {primary}"));
