@@ -12,6 +12,10 @@ command -v redis-server >/dev/null || {
   echo "redis-server not found: apt-get install redis-server (the tests start their own)" >&2
   exit 2
 }
+command -v redis-sentinel >/dev/null || {
+  echo "redis-sentinel not found: apt-get install redis-sentinel (the Sentinel tests start their own)" >&2
+  exit 2
+}
 cargo nextest --version >/dev/null 2>&1 || {
   echo "cargo-nextest not found: cargo install cargo-nextest --locked" >&2
   exit 2

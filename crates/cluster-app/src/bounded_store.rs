@@ -22,7 +22,9 @@
 //! Every operation is recorded in the metrics. A write the versioned store
 //! refused (a concurrent request wrote first, or the session was logged out)
 //! is not a Redis failure: it is counted as a conflict, by reason, and the
-//! store's error goes on unchanged so that the middleware can answer 409.
+//! store's error goes on unchanged so that the middleware can answer 409. A
+//! write too few replicas confirmed (`REDIS_MIN_REPLICAS_ACK`) is counted as
+//! unconfirmed.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,7 +32,9 @@ use std::time::{Duration, Instant};
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration as CookieDuration;
-use versioned_session_store::{conflict_in_update, VersionedRedisStore};
+use versioned_session_store::{
+    conflict_in_update, ConnectionPool, UnconfirmedWrite, VersionedRedisStore,
+};
 
 use crate::metrics::{Metrics, StoreOperation, StoreOutcome};
 
@@ -74,6 +78,7 @@ impl<S: LoadOrInvalid> BoundedStore<S> {
                     self.metrics.count_session_conflict(reason);
                     (StoreOutcome::Conflict, Err(err))
                 }
+                None if err.is_unconfirmed_write() => (StoreOutcome::Unconfirmed, Err(err)),
                 None => (StoreOutcome::Error, Err(err)),
             },
             Err(_elapsed) => {
@@ -106,31 +111,71 @@ impl<S: LoadOrInvalid> BoundedStore<S> {
 /// `source()`.
 trait Describe {
     fn describe(&self) -> String;
+
+    /// The cause, for the errors that carry one as anyhow's.
+    fn cause(&self) -> Option<&anyhow::Error>;
+
+    fn is_unconfirmed_write(&self) -> bool {
+        self.cause()
+            .is_some_and(|cause| cause.is::<UnconfirmedWrite>())
+    }
 }
 
 impl Describe for anyhow::Error {
     fn describe(&self) -> String {
         format!("{self:#}")
     }
+
+    fn cause(&self) -> Option<&anyhow::Error> {
+        Some(self)
+    }
 }
 
-macro_rules! describe_with_sources {
-    ($($error:ty),*) => {$(
-        impl Describe for $error {
-            fn describe(&self) -> String {
-                let mut text = self.to_string();
-                let mut cause = std::error::Error::source(self);
-                while let Some(err) = cause {
-                    text.push_str(&format!(": {err}"));
-                    cause = err.source();
-                }
-                text
-            }
+impl Describe for LoadError {
+    fn describe(&self) -> String {
+        with_sources(self)
+    }
+
+    fn cause(&self) -> Option<&anyhow::Error> {
+        None
+    }
+}
+
+impl Describe for SaveError {
+    fn describe(&self) -> String {
+        with_sources(self)
+    }
+
+    fn cause(&self) -> Option<&anyhow::Error> {
+        match self {
+            SaveError::Other(cause) => Some(cause),
+            SaveError::Serialization(_) => None,
         }
-    )*};
+    }
 }
 
-describe_with_sources!(LoadError, SaveError, UpdateError);
+impl Describe for UpdateError {
+    fn describe(&self) -> String {
+        with_sources(self)
+    }
+
+    fn cause(&self) -> Option<&anyhow::Error> {
+        match self {
+            UpdateError::Other(cause) => Some(cause),
+            UpdateError::Serialization(_) => None,
+        }
+    }
+}
+
+fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        text.push_str(&format!(": {err}"));
+        cause = err.source();
+    }
+    text
+}
 
 /// What the inner store's `load` found.
 enum Loaded {
@@ -157,7 +202,7 @@ pub trait LoadOrInvalid: SessionStore {
 
 /// The versioned store's `load` reads a key of another type as no session
 /// (its contract); its `load_or_invalid` reports it, so that it is deleted.
-impl LoadOrInvalid for VersionedRedisStore {
+impl<P: ConnectionPool> LoadOrInvalid for VersionedRedisStore<P> {
     fn load_or_invalid(
         &self,
         session_key: &SessionKey,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use actix_web::cookie::Key;
 use base64::Engine as _;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use versioned_session_store::ReplicaAcks;
 
 /// A session key must carry at least this many bytes: 32 sign the cookie,
 /// 32 encrypt it (actix-web's `Key`).
@@ -53,14 +54,36 @@ pub struct NodeArgs {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8000")]
     pub listen_addr: String,
 
-    /// redis:// or rediss:// URL; user and password go in the URL.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
+    /// One Redis: a redis:// or rediss:// URL, user and password in it. Or REDIS_SENTINELS.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis behind Sentinel, instead of REDIS_URL: the sentinels to ask for the primary,
+    /// host:port,host:port,...
+    #[arg(long, env = "REDIS_SENTINELS")]
+    pub redis_sentinels: Option<String>,
+
+    /// With REDIS_SENTINELS: the name the sentinels monitor the primary under.
+    #[arg(long, env = "REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
+
+    /// With REDIS_SENTINELS: the sentinels' password.
+    #[arg(long, env = "REDIS_SENTINEL_PASSWORD", hide_env_values = true)]
+    pub redis_sentinel_password: Option<String>,
+
+    /// With REDIS_SENTINELS: the password of the Redis instances they name
+    /// (with REDIS_URL it goes in the URL).
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
+    /// After each session write and atomic increment, wait until this many replicas have it
+    /// (Redis WAIT); fewer within REDIS_REPLICA_ACK_TIMEOUT_MS is a 503. 0: do not wait.
+    #[arg(long, env = "REDIS_MIN_REPLICAS_ACK", default_value_t = 0)]
+    pub redis_min_replicas_ack: u32,
+
+    /// How long a write waits for REDIS_MIN_REPLICAS_ACK replicas; below REDIS_TIMEOUT_MS.
+    #[arg(long, env = "REDIS_REPLICA_ACK_TIMEOUT_MS", default_value_t = 100)]
+    pub redis_replica_ack_timeout_ms: u64,
 
     /// Cookie key, hex or base64, at least 64 bytes decoded; the same on every node.
     #[arg(long, env = "SESSION_KEY", hide_env_values = true)]
@@ -126,12 +149,44 @@ pub enum SessionStoreKind {
     RedisVersioned,
 }
 
+/// Where the node's Redis is. Not `Debug`: it holds passwords.
+#[derive(Clone)]
+pub enum RedisTarget {
+    /// `REDIS_URL`: one Redis at a fixed address.
+    Url(String),
+    /// `REDIS_SENTINELS`: a primary that Sentinel names, and names again after a failover.
+    Sentinel(SentinelSettings),
+}
+
+#[derive(Clone)]
+pub struct SentinelSettings {
+    /// In the order given; asked in turn, from the one that answered last.
+    pub sentinels: Vec<SentinelAddress>,
+    pub master_name: String,
+    pub sentinel_password: Option<String>,
+    pub redis_password: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for SentinelAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
 /// Validated settings; holding one means the node can start.
 #[derive(Clone)]
 pub struct Settings {
     pub node_id: String,
     pub listen_addr: SocketAddr,
-    pub redis_url: String,
+    pub redis: RedisTarget,
+    /// `REDIS_MIN_REPLICAS_ACK` > 0: every write waits for that many replicas.
+    pub replica_acks: Option<ReplicaAcks>,
     pub session_key: Key,
     /// True when `--dev` made up the key: no other node can read this node's cookies.
     pub session_key_generated: bool,
@@ -158,6 +213,22 @@ pub enum ConfigError {
     ListenAddr(String),
     #[error("REDIS_URL must start with redis:// or rediss:// (got {0:?})")]
     RedisUrlScheme(String),
+    #[error("no Redis given: set REDIS_URL (one Redis) or REDIS_SENTINELS and REDIS_SENTINEL_MASTER (Redis behind Sentinel)")]
+    NoRedis,
+    #[error(
+        "REDIS_URL and REDIS_SENTINELS are both set: give one Redis or its sentinels, not both"
+    )]
+    TwoRedisTargets,
+    #[error("REDIS_SENTINELS must be host:port,host:port,... (got {0:?})")]
+    SentinelList(String),
+    #[error("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER, the name the sentinels monitor the primary under")]
+    NoSentinelMaster,
+    #[error("REDIS_SENTINEL_MASTER must be 1-64 visible ASCII characters (got {0:?})")]
+    SentinelMaster(String),
+    #[error("{0} is only used with REDIS_SENTINELS (with REDIS_URL, a password goes in the URL)")]
+    SentinelSettingWithoutSentinels(&'static str),
+    #[error("REDIS_REPLICA_ACK_TIMEOUT_MS ({ack_ms}) must be below REDIS_TIMEOUT_MS ({timeout_ms}): a write waits for its replicas within the operation's timeout")]
+    AckTimeout { ack_ms: u64, timeout_ms: u64 },
     #[error("NODE_ID must be 1-64 visible ASCII characters (got {0:?})")]
     NodeId(String),
     #[error("COOKIE_NAME must be 1-64 letters, digits, '-' or '_' (got {0:?})")]
@@ -179,11 +250,6 @@ impl TryFrom<NodeArgs> for Settings {
             .listen_addr
             .parse()
             .map_err(|_| ConfigError::ListenAddr(args.listen_addr.clone()))?;
-        if !(args.redis_url.starts_with("redis://") || args.redis_url.starts_with("rediss://")) {
-            return Err(ConfigError::RedisUrlScheme(redacted_scheme(
-                &args.redis_url,
-            )));
-        }
         let node_id_ok = (1..=64).contains(&args.node_id.len())
             && args.node_id.bytes().all(|b| b.is_ascii_graphic());
         if !node_id_ok {
@@ -203,15 +269,19 @@ impl TryFrom<NodeArgs> for Settings {
         if args.redis_timeout_ms == 0 {
             return Err(ConfigError::Zero("REDIS_TIMEOUT_MS"));
         }
+
         let workers = match args.workers {
             Some(0) => return Err(ConfigError::Zero("WORKERS")),
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        let redis = redis_target(&args)?;
+        let replica_acks = replica_acks(&args)?;
         Ok(Settings {
             node_id: args.node_id,
             listen_addr,
-            redis_url: args.redis_url,
+            redis,
+            replica_acks,
             session_key,
             session_key_generated,
             session_ttl: Duration::from_secs(args.session_ttl_secs),
@@ -225,6 +295,91 @@ impl TryFrom<NodeArgs> for Settings {
             workers,
         })
     }
+}
+
+/// `REDIS_URL`, or `REDIS_SENTINELS` with its companions: exactly one of the two.
+fn redis_target(args: &NodeArgs) -> Result<RedisTarget, ConfigError> {
+    match (&args.redis_url, &args.redis_sentinels) {
+        (Some(_), Some(_)) => Err(ConfigError::TwoRedisTargets),
+        (None, None) => Err(ConfigError::NoRedis),
+        (Some(url), None) => {
+            let sentinel_only = [
+                ("REDIS_SENTINEL_MASTER", &args.redis_sentinel_master),
+                ("REDIS_SENTINEL_PASSWORD", &args.redis_sentinel_password),
+                ("REDIS_PASSWORD", &args.redis_password),
+            ];
+            if let Some((name, _)) = sentinel_only.iter().find(|(_, value)| value.is_some()) {
+                return Err(ConfigError::SentinelSettingWithoutSentinels(name));
+            }
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::RedisUrlScheme(redacted_scheme(url)));
+            }
+            Ok(RedisTarget::Url(url.clone()))
+        }
+        (None, Some(list)) => {
+            let sentinels = parse_sentinels(list)?;
+            let master_name = args
+                .redis_sentinel_master
+                .clone()
+                .ok_or(ConfigError::NoSentinelMaster)?;
+            let name_ok = (1..=64).contains(&master_name.len())
+                && master_name.bytes().all(|b| b.is_ascii_graphic());
+            if !name_ok {
+                return Err(ConfigError::SentinelMaster(master_name));
+            }
+            Ok(RedisTarget::Sentinel(SentinelSettings {
+                sentinels,
+                master_name,
+                sentinel_password: args.redis_sentinel_password.clone(),
+                redis_password: args.redis_password.clone(),
+            }))
+        }
+    }
+}
+
+/// `host:port,host:port,...`; a host may be a name, an IPv4 address or a bracketed IPv6 one.
+fn parse_sentinels(list: &str) -> Result<Vec<SentinelAddress>, ConfigError> {
+    let malformed = || ConfigError::SentinelList(list.to_string());
+    list.split(',')
+        .map(|item| {
+            let (host, port) = item.trim().rsplit_once(':').ok_or_else(malformed)?;
+            let host = match host.strip_prefix('[') {
+                Some(bracketed) => bracketed.strip_suffix(']').ok_or_else(malformed)?,
+                None if host.contains(':') => return Err(malformed()),
+                None => host,
+            };
+            let port: u16 = port.parse().map_err(|_| malformed())?;
+            let host_ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic());
+            if !host_ok || port == 0 {
+                return Err(malformed());
+            }
+            Ok(SentinelAddress {
+                host: host.to_string(),
+                port,
+            })
+        })
+        .collect()
+}
+
+/// `REDIS_MIN_REPLICAS_ACK` and its timeout, which must fit in the operation's timeout.
+fn replica_acks(args: &NodeArgs) -> Result<Option<ReplicaAcks>, ConfigError> {
+    if args.redis_min_replicas_ack == 0 {
+        return Ok(None);
+    }
+    let ack_ms = args.redis_replica_ack_timeout_ms;
+    if ack_ms == 0 {
+        return Err(ConfigError::Zero("REDIS_REPLICA_ACK_TIMEOUT_MS"));
+    }
+    if ack_ms >= args.redis_timeout_ms {
+        return Err(ConfigError::AckTimeout {
+            ack_ms,
+            timeout_ms: args.redis_timeout_ms,
+        });
+    }
+    Ok(Some(ReplicaAcks {
+        replicas: args.redis_min_replicas_ack,
+        timeout: Duration::from_millis(ack_ms),
+    }))
 }
 
 /// Accepts hex first (it is also valid base64 for some inputs, and the more
@@ -270,5 +425,42 @@ mod tests {
             parse_session_key("not a key!"),
             Err(ConfigError::UndecodableSessionKey)
         ));
+    }
+
+    #[test]
+    fn sentinels_are_host_port_pairs() {
+        let address = |host: &str, port| SentinelAddress {
+            host: host.to_string(),
+            port,
+        };
+        assert_eq!(
+            parse_sentinels("127.0.0.1:26379, sentinel-2:26380,[::1]:26381").unwrap(),
+            vec![
+                address("127.0.0.1", 26379),
+                address("sentinel-2", 26380),
+                address("::1", 26381)
+            ]
+        );
+        for malformed in [
+            "",
+            "127.0.0.1",
+            "127.0.0.1:",
+            "127.0.0.1:0",
+            "127.0.0.1:65536",
+            ":26379",
+            "a:1,,b:2",
+            "a:1,",
+            "::1:26379",
+            "[::1:26379",
+            "a b:26379",
+        ] {
+            assert!(
+                matches!(
+                    parse_sentinels(malformed),
+                    Err(ConfigError::SentinelList(_))
+                ),
+                "{malformed:?} is accepted"
+            );
+        }
     }
 }

@@ -61,6 +61,18 @@ impl ApiError {
         }
     }
 
+    /// 503 with `Retry-After: 1`: the write reached the primary but fewer replicas than
+    /// `REDIS_MIN_REPLICAS_ACK` confirmed it in time, so a failover may lose it. It is not
+    /// undone: a client that retries a non-idempotent write may apply it twice.
+    pub fn write_unconfirmed(node_id: &str) -> ApiError {
+        ApiError {
+            node_id: node_id.to_string(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "write not confirmed by enough Redis replicas".to_string(),
+            retry_after: true,
+        }
+    }
+
     /// 409: the versioned store refused the session write (another request
     /// wrote first, or the session was logged out meanwhile). Nothing of the
     /// request's session changes was kept; the client may retry on fresh state.

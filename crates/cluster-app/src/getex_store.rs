@@ -8,8 +8,15 @@
 //! left to do. Reads go through one multiplexed connection per worker thread
 //! instead of taking one from the pool each time, which saves the pool's
 //! `PING`: a session read is one round trip instead of four, with the same
-//! expiry behaviour. Writes (`save`, `update`, `delete`) are the stock
-//! store's, last writer wins included (docs/session-consistency.md).
+//! expiry behaviour.
+//!
+//! Writes (`save`, `update`, `delete`) send the stock store's commands (`SET
+//! ... NX EX`, `SET ... XX EX` falling back to a new key, `DEL`), last writer
+//! wins included (docs/session-consistency.md). They are written here rather
+//! than delegated to the stock store, which only takes a deadpool pool on a
+//! fixed URL: they go through the node's [`PrimaryPool`], which follows the
+//! primary behind Sentinel, and with `REDIS_MIN_REPLICAS_ACK` each is followed
+//! by `WAIT` in the same round trip (`versioned_session_store::replica_acks`).
 //!
 //! What is stored under a session's key and is not a session (bytes that are
 //! not a JSON map of strings, a key of another type, on which `GETEX` fails
@@ -24,25 +31,30 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_session::storage::{
-    LoadError, RedisSessionStore, SaveError, SessionKey, SessionStore, UpdateError,
+    generate_session_key, LoadError, SaveError, SessionKey, SessionStore, UpdateError,
 };
 use actix_web::cookie::time::Duration as CookieDuration;
 use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::{Client, RedisResult};
-use versioned_session_store::{parse_state, InvalidState};
+use deadpool_redis::redis::{self, RedisResult, Value};
+use versioned_session_store::{
+    parse_state, query_acknowledged, InvalidState, ReplicaAcks, WriteError,
+};
 
 use crate::bounded_store::LoadOrInvalid;
+use crate::primary_pool::{is_read_only, LetGo, LetGoOnDrop, PrimaryError, PrimaryPool};
 
 /// What actix-session keeps per session: key -> JSON-encoded value.
 type SessionState = HashMap<String, String>;
 
 pub struct GetexRedisStore {
-    inner: RedisSessionStore,
+    /// Writes take a connection from here; reads open theirs to its primary.
+    pool: PrimaryPool,
     /// This copy's read connection; see the `Clone` impl.
     reader: Arc<WorkerConnection>,
     key_prefix: Arc<str>,
     /// The session's idle timeout, in seconds, as `GETEX ... EX` wants it.
     ttl_secs: u64,
+    acks: Option<ReplicaAcks>,
 }
 
 /// A clone gets its own read connection. actix-web clones the store once per
@@ -51,10 +63,11 @@ pub struct GetexRedisStore {
 impl Clone for GetexRedisStore {
     fn clone(&self) -> Self {
         GetexRedisStore {
-            inner: self.inner.clone(),
-            reader: Arc::new(WorkerConnection::new(self.reader.client.clone())),
+            pool: self.pool.clone(),
+            reader: Arc::new(WorkerConnection::new(self.pool.clone())),
             key_prefix: Arc::clone(&self.key_prefix),
             ttl_secs: self.ttl_secs,
+            acks: self.acks,
         }
     }
 }
@@ -62,26 +75,32 @@ impl Clone for GetexRedisStore {
 impl GetexRedisStore {
     /// Keys in Redis are `key_prefix` + the random session key, so several
     /// applications (or test runs) can share one Redis without colliding.
-    /// Writes go through `pool`; reads open their own connections to
-    /// `redis_url`, the server and credentials the pool uses.
-    pub async fn new(
-        pool: deadpool_redis::Pool,
-        redis_url: &str,
+    /// With `acks`, every write waits for that many replicas.
+    pub fn new(
+        pool: PrimaryPool,
         key_prefix: &str,
         ttl: Duration,
-    ) -> anyhow::Result<GetexRedisStore> {
-        let key_prefix: Arc<str> = Arc::from(key_prefix);
-        let keygen_prefix = Arc::clone(&key_prefix);
-        let inner = RedisSessionStore::builder_pooled(pool)
-            .cache_keygen(move |session_key| format!("{keygen_prefix}{session_key}"))
-            .build()
-            .await?;
-        Ok(GetexRedisStore {
-            inner,
-            reader: Arc::new(WorkerConnection::new(Client::open(redis_url)?)),
-            key_prefix,
+        acks: Option<ReplicaAcks>,
+    ) -> GetexRedisStore {
+        GetexRedisStore {
+            reader: Arc::new(WorkerConnection::new(pool.clone())),
+            pool,
+            key_prefix: Arc::from(key_prefix),
             ttl_secs: ttl.as_secs(),
-        })
+            acks,
+        }
+    }
+
+    fn redis_key(&self, session_key: &str) -> String {
+        format!("{}{}", self.key_prefix, session_key)
+    }
+
+    /// Sends `writes` on a pooled connection, with `WAIT` after them when acks are wanted.
+    async fn write<T: redis::FromRedisValue>(&self, writes: &redis::Pipeline) -> anyhow::Result<T> {
+        let mut connection = self.pool.get().await?;
+        query_acknowledged(&mut connection, writes, self.acks)
+            .await
+            .map_err(WriteError::into_anyhow)
     }
 
     /// Reads the state and restarts its idle timeout, in one command.
@@ -89,7 +108,7 @@ impl GetexRedisStore {
         &self,
         session_key: &SessionKey,
     ) -> Result<Option<SessionState>, LoadError> {
-        let key = format!("{}{}", self.key_prefix, session_key.as_ref());
+        let key = self.redis_key(session_key.as_ref());
         let stored = match self.reader.get() {
             Some(connection) => match self.getex(connection, &key).await {
                 Ok(stored) => stored,
@@ -118,23 +137,31 @@ impl GetexRedisStore {
         }
     }
 
-    /// `GETEX key EX ttl` on `connection`; the worker's connection is
-    /// forgotten unless Redis answers.
+    /// `GETEX key EX ttl` on `connection`. The worker's connection is forgotten
+    /// unless Redis answers, and its primary let go of when Redis does not
+    /// answer or answers `READONLY`.
     async fn getex(&self, connection: Opened, key: &str) -> anyhow::Result<Stored> {
         let forget_unless_answered = ForgetOnDrop::new(&self.reader, connection.serial);
-        let mut connection = connection.connection;
-        let reply: RedisResult<Option<Vec<u8>>> = deadpool_redis::redis::cmd("GETEX")
+        let silent = LetGoOnDrop::new(&self.pool, connection.primary, LetGo::Silent);
+        let mut redis_connection = connection.connection;
+        let reply: RedisResult<Option<Vec<u8>>> = redis::cmd("GETEX")
             .arg(key)
             .arg("EX")
             .arg(self.ttl_secs)
-            .query_async(&mut connection)
+            .query_async(&mut redis_connection)
             .await;
+        silent.disarm();
         let stored = match reply {
             Ok(Some(bytes)) => Stored::Bytes(bytes),
             Ok(None) => Stored::Absent,
             // Redis answered, the connection is sound; the key is not a string.
             Err(err) if err.code() == Some("WRONGTYPE") => Stored::WrongType,
-            Err(err) => return Err(err.into()),
+            Err(err) => {
+                if is_read_only(&err) {
+                    self.pool.let_go(connection.primary, LetGo::ReadOnly);
+                }
+                return Err(err.into());
+            }
         };
         forget_unless_answered.disarm();
         Ok(stored)
@@ -167,12 +194,13 @@ enum Stored {
 ///
 /// The connection is dropped at the first sign of trouble: an error, or a
 /// read abandoned midway (the store's timeout gave up on it, say because Redis
-/// stopped answering). The read that found it broken retries once on a new
-/// connection: a Redis restart costs no failed read. Opening is serialised,
-/// and a read forgets only the connection it used, never a newer one: a burst
-/// of reads after a restart opens one connection, not one each.
+/// stopped answering), and when the node has let go of the primary it leads
+/// to. The read that found it broken retries once on a new connection: a Redis
+/// restart costs no failed read. Opening is serialised, and a read forgets only
+/// the connection it used, never a newer one: a burst of reads after a restart
+/// opens one connection, not one each.
 struct WorkerConnection {
-    client: Client,
+    pool: PrimaryPool,
     slot: RwLock<Option<Opened>>,
     /// Held while opening; counts the connections opened so far.
     opening: tokio::sync::Mutex<u64>,
@@ -182,36 +210,47 @@ struct WorkerConnection {
 struct Opened {
     /// Which of the worker's connections this is (1 = the first opened).
     serial: u64,
+    /// The generation of the primary it leads to.
+    primary: u64,
     connection: MultiplexedConnection,
 }
 
 impl WorkerConnection {
-    fn new(client: Client) -> WorkerConnection {
+    fn new(pool: PrimaryPool) -> WorkerConnection {
         WorkerConnection {
-            client,
+            pool,
             slot: RwLock::new(None),
             opening: tokio::sync::Mutex::new(0),
         }
     }
 
+    /// The worker's connection, unless it leads to a primary the node let go of.
     fn get(&self) -> Option<Opened> {
-        self.slot
+        let slot = self
+            .slot
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slot.as_ref()
+            .filter(|opened| opened.primary == self.pool.generation())
+            .cloned()
     }
 
     /// The worker's connection, opened now unless a concurrent read just did.
+    /// A primary that cannot be connected to is let go of.
     async fn open(&self) -> anyhow::Result<Opened> {
         let mut opened_so_far = self.opening.lock().await;
         if let Some(opened_meanwhile) = self.get() {
             return Ok(opened_meanwhile);
         }
-        let (connection, driver) = self.client.create_multiplexed_tokio_connection().await?;
+        let primary = self.pool.primary().ok_or(PrimaryError::NoPrimary)?;
+        let unreachable = LetGoOnDrop::new(&self.pool, primary.generation, LetGo::Unreachable);
+        let (connection, driver) = primary.client.create_multiplexed_tokio_connection().await?;
+        unreachable.disarm();
         actix_web::rt::spawn(driver);
         *opened_so_far += 1;
         let opened = Opened {
             serial: *opened_so_far,
+            primary: primary.generation,
             connection,
         };
         *self
@@ -277,21 +316,53 @@ impl SessionStore for GetexRedisStore {
         self.read_and_touch(session_key).await
     }
 
+    /// `SET key state NX EX ttl` under a new random key.
     async fn save(
         &self,
         state: SessionState,
         ttl: &CookieDuration,
     ) -> Result<SessionKey, SaveError> {
-        self.inner.save(state, ttl).await
+        let body =
+            serde_json::to_string(&state).map_err(|err| SaveError::Serialization(err.into()))?;
+        let session_key = generate_session_key();
+        let mut writes = redis::pipe();
+        writes
+            .cmd("SET")
+            .arg(self.redis_key(session_key.as_ref()))
+            .arg(body)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl.whole_seconds());
+        self.write::<()>(&writes).await.map_err(SaveError::Other)?;
+        Ok(session_key)
     }
 
+    /// `SET key state XX EX ttl`; a key that expired meanwhile is saved anew
+    /// under a new key, as the stock store does.
     async fn update(
         &self,
         session_key: SessionKey,
         state: SessionState,
         ttl: &CookieDuration,
     ) -> Result<SessionKey, UpdateError> {
-        self.inner.update(session_key, state, ttl).await
+        let body =
+            serde_json::to_string(&state).map_err(|err| UpdateError::Serialization(err.into()))?;
+        let mut writes = redis::pipe();
+        writes
+            .cmd("SET")
+            .arg(self.redis_key(session_key.as_ref()))
+            .arg(body)
+            .arg("XX")
+            .arg("EX")
+            .arg(ttl.whole_seconds());
+        let (reply,): (Value,) = self.write(&writes).await.map_err(UpdateError::Other)?;
+        if reply != Value::Nil {
+            return Ok(session_key);
+        }
+        self.save(state, ttl).await.map_err(|err| match err {
+            SaveError::Serialization(err) => UpdateError::Serialization(err),
+            SaveError::Other(err) => UpdateError::Other(err),
+        })
     }
 
     /// Nothing to do: `load` already restarted the idle timeout.
@@ -304,6 +375,8 @@ impl SessionStore for GetexRedisStore {
     }
 
     async fn delete(&self, session_key: &SessionKey) -> anyhow::Result<()> {
-        self.inner.delete(session_key).await
+        let mut writes = redis::pipe();
+        writes.cmd("DEL").arg(self.redis_key(session_key.as_ref()));
+        self.write(&writes).await
     }
 }

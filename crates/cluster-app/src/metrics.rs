@@ -30,6 +30,7 @@ pub struct Metrics {
     store: Arc<[StoreOperationMetrics; StoreOperation::ALL.len()]>,
     corrupt_sessions: IntCounter,
     session_conflicts: IntCounterVec,
+    unconfirmed_increments: IntCounter,
 }
 
 /// The session-store operations; the `operation` label.
@@ -82,14 +83,18 @@ pub enum StoreOutcome {
     Timeout,
     /// The versioned store refused a write; Redis itself is fine.
     Conflict,
+    /// The write reached the primary, but fewer replicas than
+    /// `REDIS_MIN_REPLICAS_ACK` confirmed it in time.
+    Unconfirmed,
 }
 
 impl StoreOutcome {
-    const ALL: [StoreOutcome; 4] = [
+    const ALL: [StoreOutcome; 5] = [
         StoreOutcome::Ok,
         StoreOutcome::Error,
         StoreOutcome::Timeout,
         StoreOutcome::Conflict,
+        StoreOutcome::Unconfirmed,
     ];
 
     fn label(self) -> &'static str {
@@ -98,6 +103,7 @@ impl StoreOutcome {
             StoreOutcome::Error => "error",
             StoreOutcome::Timeout => "timeout",
             StoreOutcome::Conflict => "conflict",
+            StoreOutcome::Unconfirmed => "unconfirmed",
         }
     }
 }
@@ -127,7 +133,7 @@ impl Metrics {
         let store_operations = IntCounterVec::new(
             Opts::new(
                 "session_store_operations_total",
-                "Session-store operations, by operation and outcome (ok, error, timeout, conflict).",
+                "Session-store operations, by operation and outcome (ok, error, timeout, conflict, unconfirmed: too few replicas confirmed the write).",
             ),
             &["operation", "outcome"],
         )?;
@@ -151,12 +157,18 @@ impl Metrics {
             &["reason"],
         )?;
 
+        let unconfirmed_increments = IntCounter::new(
+            "atomic_increments_unconfirmed_total",
+            "Atomic counter increments fewer replicas than REDIS_MIN_REPLICAS_ACK confirmed (answered 503).",
+        )?;
+
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(store_operations.clone()))?;
         registry.register(Box::new(store_duration.clone()))?;
         registry.register(Box::new(corrupt_sessions.clone()))?;
         registry.register(Box::new(session_conflicts.clone()))?;
+        registry.register(Box::new(unconfirmed_increments.clone()))?;
 
         let store = StoreOperation::ALL.map(|operation| StoreOperationMetrics {
             outcomes: StoreOutcome::ALL.map(|outcome| {
@@ -171,6 +183,7 @@ impl Metrics {
             store: Arc::new(store),
             corrupt_sessions,
             session_conflicts,
+            unconfirmed_increments,
         })
     }
 
@@ -192,6 +205,10 @@ impl Metrics {
     /// `reason` is a [`versioned_session_store::ConflictReason`] name.
     pub fn count_session_conflict(&self, reason: &str) {
         self.session_conflicts.with_label_values(&[reason]).inc();
+    }
+
+    pub fn count_unconfirmed_increment(&self) {
+        self.unconfirmed_increments.inc();
     }
 
     /// One answered request; `route` is the matched pattern, never the raw path.

@@ -33,14 +33,15 @@ use actix_web::{web, App, HttpServer};
 use versioned_session_store::{AtomicCounter, VersionedRedisStore};
 
 use crate::bounded_store::BoundedStore;
-use crate::configuration::{SessionStoreKind, Settings};
+use crate::configuration::{RedisTarget, SessionStoreKind, Settings};
 use crate::errors::{json_body_error, json_error_body, SERVED_BY};
 use crate::getex_store::GetexRedisStore;
 use crate::metrics::Metrics;
-use crate::redis_pool;
+use crate::primary_pool::PrimaryPool;
 use crate::request_metrics;
 use crate::response_headers;
 use crate::routes;
+use crate::sentinel::{self, Sentinels};
 use crate::shutdown::{drain_then_stop, DrainSwitch, ShutdownSignals};
 use crate::state::AppState;
 use crate::store_unavailable;
@@ -59,8 +60,6 @@ pub enum StartupError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot set up the Redis pool: {0}")]
     RedisPool(#[from] deadpool_redis::CreatePoolError),
-    #[error("cannot set up the session store: {0}")]
-    SessionStore(#[from] anyhow::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -90,20 +89,23 @@ impl Application {
     /// [`Application::run_until_stopped`] to serve.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let metrics = Metrics::new(&settings.node_id)?;
-        let pool = redis_pool::build(&settings.redis_url, settings.redis_timeout)?;
+        let pool = primary_pool(&settings).await?;
         let drain = DrainSwitch::default();
+        let mut counter = AtomicCounter::new(
+            pool.clone(),
+            settings.redis_key_prefix.as_str(),
+            settings.session_ttl,
+            settings.redis_timeout,
+        );
+        if let Some(acks) = settings.replica_acks {
+            counter = counter.with_replica_acks(acks);
+        }
         let state = web::Data::new(AppState {
             node_id: settings.node_id.clone(),
             redis: pool.clone(),
-            redis_timeout: settings.redis_timeout,
             drain: drain.clone(),
             metrics: metrics.clone(),
-            counter: AtomicCounter::new(
-                pool.clone(),
-                settings.redis_key_prefix.as_str(),
-                settings.session_ttl,
-                settings.redis_timeout,
-            ),
+            counter,
         });
         let signals = ShutdownSignals::install().map_err(StartupError::Signals)?;
 
@@ -111,11 +113,10 @@ impl Application {
             SessionStoreKind::RedisGetex => {
                 let getex = GetexRedisStore::new(
                     pool,
-                    &settings.redis_url,
                     &settings.redis_key_prefix,
                     settings.session_ttl,
-                )
-                .await?;
+                    settings.replica_acks,
+                );
                 http_server(
                     BoundedStore::new(getex, settings.redis_timeout, metrics),
                     state,
@@ -123,7 +124,11 @@ impl Application {
                 )?
             }
             SessionStoreKind::RedisVersioned => {
-                let versioned = VersionedRedisStore::new(pool, settings.redis_key_prefix.as_str());
+                let mut versioned =
+                    VersionedRedisStore::new(pool, settings.redis_key_prefix.as_str());
+                if let Some(acks) = settings.replica_acks {
+                    versioned = versioned.with_replica_acks(acks);
+                }
                 http_server(
                     BoundedStore::new(versioned, settings.redis_timeout, metrics),
                     state,
@@ -151,6 +156,27 @@ impl Application {
     /// requests are done.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// The pool on `REDIS_URL`, or on the primary Sentinel names: asked once before the node
+/// serves, then followed for the node's life ([`sentinel::follow`]). A node that finds no
+/// primary at start starts anyway and answers 503 until Sentinel names one.
+async fn primary_pool(settings: &Settings) -> Result<PrimaryPool, StartupError> {
+    match &settings.redis {
+        RedisTarget::Url(url) => Ok(PrimaryPool::for_url(url, settings.redis_timeout)?),
+        RedisTarget::Sentinel(sentinel_settings) => {
+            let pool = PrimaryPool::for_sentinel(settings.redis_timeout);
+            let mut sentinels = Sentinels::new(sentinel_settings.clone(), settings.redis_timeout);
+            match sentinels.find_primary().await {
+                Ok(info) => pool.install_found(info)?,
+                Err(err) => {
+                    log::warn!("no Redis primary yet: {err}; answering 503 until there is one")
+                }
+            }
+            actix_web::rt::spawn(sentinel::follow(pool.clone(), sentinels));
+            Ok(pool)
+        }
     }
 }
 

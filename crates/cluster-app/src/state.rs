@@ -1,10 +1,9 @@
 //! What every handler and middleware of a node shares.
 
-use std::time::Duration;
-
 use versioned_session_store::AtomicCounter;
 
 use crate::metrics::Metrics;
+use crate::primary_pool::PrimaryPool;
 use crate::shutdown::DrainSwitch;
 
 /// Shared by all workers (actix-web wraps it in `web::Data`, an `Arc`).
@@ -12,10 +11,9 @@ pub struct AppState {
     /// Sent back in `X-Served-By` and in every JSON body.
     pub node_id: String,
     /// Used by `/readyz` to PING Redis through the same pool the sessions use.
-    pub redis: deadpool_redis::Pool,
-    pub redis_timeout: Duration,
+    pub redis: PrimaryPool,
     pub drain: DrainSwitch,
     pub metrics: Metrics,
     /// Per-session counters incremented in Redis (`POST /counter/incr?mode=atomic`).
-    pub counter: AtomicCounter,
+    pub counter: AtomicCounter<PrimaryPool>,
 }

@@ -8,6 +8,10 @@
 //!   `409 {"node","error"}`. The handler ran, its session changes were not
 //!   kept, and retrying on fresh state is right. Checked first, because the
 //!   refusal arrives in the same wrapper type as a failing Redis.
+//! - the write reached Redis but fewer replicas than `REDIS_MIN_REPLICAS_ACK`
+//!   confirmed it: `503 {"node","error":"write not confirmed by enough Redis
+//!   replicas"}` with `Retry-After: 1`. Checked before the next case, which
+//!   arrives in the same wrapper types.
 //! - the store failed or timed out: `503 {"node","error":"session store
 //!   unavailable"}` with `Retry-After: 1`, which tells a client (or a load
 //!   balancer) that trying again is right.
@@ -23,7 +27,7 @@ use actix_web::error::InternalError;
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::web;
-use versioned_session_store::conflict_in;
+use versioned_session_store::{conflict_in, unconfirmed_in};
 
 use crate::errors::ApiError;
 use crate::state::AppState;
@@ -36,6 +40,8 @@ pub async fn map_store_errors(
     next.call(req).await.map_err(|err| {
         if let Some(conflict) = conflict_in(&err) {
             ApiError::session_conflict(&state.node_id, conflict).into()
+        } else if unconfirmed_in(&err) {
+            ApiError::write_unconfirmed(&state.node_id).into()
         } else if is_session_store_failure(&err) {
             ApiError::store_unavailable(&state.node_id).into()
         } else {

@@ -133,6 +133,81 @@ fn bad_configuration_is_one_line_and_exit_code_2() {
             "memcached",
         ),
         ("unknown flag", &["--colour"], &[], "--colour"),
+        (
+            "no redis",
+            &[],
+            &[("SESSION_KEY", &valid)],
+            "no Redis given: set REDIS_URL (one Redis) or REDIS_SENTINELS",
+        ),
+        (
+            "url and sentinels",
+            &[],
+            &[
+                ("SESSION_KEY", &valid),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                ("REDIS_SENTINELS", "127.0.0.1:26379"),
+                ("REDIS_SENTINEL_MASTER", "m"),
+            ],
+            "REDIS_URL and REDIS_SENTINELS are both set",
+        ),
+        (
+            "sentinel without a port",
+            &[],
+            &[
+                ("SESSION_KEY", &valid),
+                ("REDIS_SENTINELS", "127.0.0.1:26379,127.0.0.1"),
+                ("REDIS_SENTINEL_MASTER", "m"),
+            ],
+            "REDIS_SENTINELS must be host:port,host:port,...",
+        ),
+        (
+            "empty sentinel list",
+            &["--redis-sentinels", ""],
+            &[("SESSION_KEY", &valid), ("REDIS_SENTINEL_MASTER", "m")],
+            "REDIS_SENTINELS must be host:port",
+        ),
+        (
+            "sentinels without a master name",
+            &[],
+            &[
+                ("SESSION_KEY", &valid),
+                ("REDIS_SENTINELS", "127.0.0.1:26379"),
+                ("REDIS_SENTINEL_PASSWORD", "hunter2"),
+            ],
+            "REDIS_SENTINELS needs REDIS_SENTINEL_MASTER",
+        ),
+        (
+            "a sentinel password with a URL",
+            &[],
+            &[
+                ("SESSION_KEY", &valid),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                ("REDIS_PASSWORD", "hunter2"),
+            ],
+            "REDIS_PASSWORD is only used with REDIS_SENTINELS",
+        ),
+        (
+            "replica acks slower than the timeout",
+            &[],
+            &[
+                ("SESSION_KEY", &valid),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                ("REDIS_MIN_REPLICAS_ACK", "1"),
+                ("REDIS_REPLICA_ACK_TIMEOUT_MS", "500"),
+            ],
+            "REDIS_REPLICA_ACK_TIMEOUT_MS (500) must be below REDIS_TIMEOUT_MS (500)",
+        ),
+        (
+            "replica acks without a timeout",
+            &[],
+            &[
+                ("SESSION_KEY", &valid),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                ("REDIS_MIN_REPLICAS_ACK", "1"),
+                ("REDIS_REPLICA_ACK_TIMEOUT_MS", "0"),
+            ],
+            "REDIS_REPLICA_ACK_TIMEOUT_MS must be at least 1",
+        ),
     ];
     for (name, args, env, expected) in refusals {
         let mut command = command();
@@ -298,6 +373,7 @@ fn a_taken_port_is_one_line_and_exit_code_1() {
         command()
             .env("SESSION_KEY", session_key(1))
             .env("LISTEN_ADDR", &addr)
+            .env("REDIS_URL", "redis://127.0.0.1:6379")
             .env("RUST_LOG", "off"),
     );
     assert_eq!(status.code(), Some(1), "{stderr}");

@@ -12,6 +12,8 @@
 //!   can be restarted.
 //! * [`RedisServer`] runs a private `redis-server` that can be killed, wiped and restarted on
 //!   the same port, with or without the append-only file ([`Persistence`]).
+//! * [`SentinelTopology`] runs a primary, two replicas and three Sentinels, any of which can be
+//!   killed, paused and restarted, and waits for what Sentinel does about it.
 //! * [`Relay`] carries TCP connections and can cut them: held like a pulled cable, or dropped
 //!   like a partition ([`Cut`]), or silenced by what a client sends.
 //! * [`wait_for`] (blocking) and [`wait_until`] (async) poll with a deadline.
@@ -20,11 +22,15 @@
 mod process;
 mod redis_server;
 mod relay;
+mod sentinel_topology;
 mod wait;
 
 pub use process::{workspace_bin, ChildGuard, ChildSpec};
 pub use redis_server::{Persistence, RedisServer};
 pub use relay::{Cut, Inspector, Relay, Verdict};
+pub use sentinel_topology::{
+    Member, MinReplicas, RedisPrograms, SentinelOptions, SentinelTopology, MASTER_NAME,
+};
 pub use wait::{wait_for, wait_until};
 
 use std::net::TcpListener;

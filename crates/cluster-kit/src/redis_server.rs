@@ -74,7 +74,7 @@ impl RedisServer {
     fn start_for_test(persistence: Persistence) -> RedisServer {
         let launched = || -> anyhow::Result<RedisServer> {
             let scratch = tempfile::tempdir().context("temporary directory for redis-server")?;
-            let program = PathBuf::from(redis_binary()?);
+            let program = find_program("REDIS_SERVER_BIN", "redis-server", "redis-server")?;
             let (port, dir) = (try_free_port()?, scratch.path().to_path_buf());
             let process = ChildGuard::start(spec(&program, port, &dir, persistence, false))?;
             let server = RedisServer {
@@ -210,17 +210,18 @@ fn spec(
     }
 }
 
-/// The tests' `redis-server`: `REDIS_SERVER_BIN`, else the one on `PATH`.
-fn redis_binary() -> anyhow::Result<String> {
-    let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_string());
+/// A program the tests run: `env_var` when set, else `name` when it is on `PATH`; the error
+/// says which Debian package to install.
+pub(crate) fn find_program(env_var: &str, name: &str, package: &str) -> anyhow::Result<PathBuf> {
+    let bin = std::env::var(env_var).unwrap_or_else(|_| name.to_string());
     let on_path = Path::new(&bin).is_absolute()
         || std::env::var_os("PATH")
             .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(&bin).exists()))
             .unwrap_or(false);
     if !on_path {
-        bail!("redis-server not found: install it (apt-get install redis-server) or set REDIS_SERVER_BIN");
+        bail!("{name} not found: install it (apt-get install {package}) or set {env_var}");
     }
-    Ok(bin)
+    Ok(PathBuf::from(bin))
 }
 
 /// One PING with a 200 ms budget: true on `+PONG`.

@@ -17,47 +17,71 @@ use std::time::Duration;
 
 use actix_session::storage::generate_session_key;
 use actix_session::Session;
-use deadpool_redis::Pool;
 use thiserror::Error;
+
+use crate::pool::ConnectionPool;
+use crate::replica_acks::{query_acknowledged, ReplicaAcks, UnconfirmedWrite, WriteError};
 
 /// The session-state key holding the id that names the session's counter.
 pub const SESSION_ID_KEY: &str = "sid";
 
-/// Why a counter operation failed; every variant means "Redis is not answering": 503.
+/// Why a counter operation failed; each variant is a 503 for the client: Redis is not
+/// answering, or (`Unconfirmed`) the increment may not survive a failover.
 #[derive(Debug, Error)]
 pub enum CounterError {
     #[error("no Redis connection: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
+    Pool(Box<dyn std::error::Error + Send + Sync>),
     #[error("Redis failed: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("{0}")]
+    Unconfirmed(#[from] UnconfirmedWrite),
 }
 
-/// Increments per-session counters in place, each call one Redis round trip.
+impl From<WriteError> for CounterError {
+    fn from(err: WriteError) -> CounterError {
+        match err {
+            WriteError::Redis(err) => CounterError::Redis(err),
+            WriteError::Unconfirmed(err) => CounterError::Unconfirmed(err),
+        }
+    }
+}
+
+/// Increments per-session counters in place, each call one Redis round trip. `P` is
+/// deadpool-redis's `Pool` unless the application brings its own ([`ConnectionPool`]).
 #[derive(Clone)]
-pub struct AtomicCounter {
-    pool: Pool,
+pub struct AtomicCounter<P = deadpool_redis::Pool> {
+    pool: P,
     key_prefix: String,
     ttl: Duration,
     timeout: Duration,
+    acks: Option<ReplicaAcks>,
 }
 
-impl AtomicCounter {
+impl<P: ConnectionPool> AtomicCounter<P> {
     /// Counters under `key_prefix + "counter:"`, kept for `ttl` after their last increment
     /// (pass the session TTL); every call gives up after `timeout`.
     pub fn new(
-        pool: Pool,
+        pool: P,
         key_prefix: impl Into<String>,
         ttl: Duration,
         timeout: Duration,
-    ) -> AtomicCounter {
+    ) -> AtomicCounter<P> {
         AtomicCounter {
             pool,
             key_prefix: key_prefix.into(),
             ttl,
             timeout,
+            acks: None,
         }
+    }
+
+    /// Every increment then waits for `acks` and fails with [`CounterError::Unconfirmed`]
+    /// when too few replicas confirm it (see [`crate::replica_acks`]).
+    pub fn with_replica_acks(mut self, acks: ReplicaAcks) -> AtomicCounter<P> {
+        self.acks = Some(acks);
+        self
     }
 
     /// The Redis key of the counter named `session_id`. Session keys are alphanumeric,
@@ -71,15 +95,20 @@ impl AtomicCounter {
         let key = self.redis_key(session_id);
         let ttl_seconds = self.ttl.as_secs().max(1);
         self.within_timeout(async {
-            let mut conn = self.pool.get().await?;
-            // MULTI/EXEC in one round trip: the key never exists without its TTL.
-            let (value,): (i64,) = redis::pipe()
-                .atomic()
+            let mut conn = self.connection().await?;
+            // MULTI/EXEC in one round trip: the key never exists without its TTL. Written out
+            // rather than `.atomic()`, so that WAIT can follow the transaction in that trip.
+            let mut writes = redis::pipe();
+            writes
+                .cmd("MULTI")
+                .ignore()
                 .incr(&key, 1)
+                .ignore()
                 .expire(&key, ttl_seconds as i64)
                 .ignore()
-                .query_async(&mut conn)
-                .await?;
+                .cmd("EXEC");
+            let ((value, _expire_set),): ((i64, i64),) =
+                query_acknowledged(&mut conn, &writes, self.acks).await?;
             Ok(value)
         })
         .await
@@ -89,11 +118,16 @@ impl AtomicCounter {
     pub async fn value(&self, session_id: &str) -> Result<i64, CounterError> {
         let key = self.redis_key(session_id);
         self.within_timeout(async {
-            let mut conn = self.pool.get().await?;
+            let mut conn = self.connection().await?;
             let value: Option<i64> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
             Ok(value.unwrap_or(0))
         })
         .await
+    }
+
+    async fn connection(&self) -> Result<P::Connection, CounterError> {
+        let connection = self.pool.connection().await;
+        connection.map_err(|err| CounterError::Pool(Box::new(err)))
     }
 
     async fn within_timeout<T>(

@@ -42,15 +42,23 @@
 //! * [`store`] — [`VersionedRedisStore`], the `SessionStore` built on them.
 //! * [`conflict`] — the refusal error, and how to find it again in an `actix_web::Error`.
 //! * [`counter`] — [`AtomicCounter`], the conflict-free alternative for counters.
+//! * [`pool`] — [`ConnectionPool`]: deadpool-redis's pool by default, or one of your own.
+//! * [`replica_acks`] — [`ReplicaAcks`]: optionally, a write counts only once replicas have it.
 
 pub mod conflict;
 pub mod counter;
+pub mod pool;
+pub mod replica_acks;
 mod scripts;
 pub mod state;
 pub mod store;
 
 pub use conflict::{conflict_in, conflict_in_update, ConflictReason, SessionConflict};
 pub use counter::{ensure_session_id, AtomicCounter, CounterError, SESSION_ID_KEY};
+pub use pool::ConnectionPool;
+pub use replica_acks::{
+    query_acknowledged, unconfirmed_in, ReplicaAcks, UnconfirmedWrite, WriteError,
+};
 pub use state::{
     is_reserved, parse_state, InvalidState, UnversionedState, RESERVED_KEYS, VERSION_KEY,
 };

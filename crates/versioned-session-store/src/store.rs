@@ -11,6 +11,9 @@
 //! | `Session::renew()` (login) | `delete` then `save` | `DEL key`, then the create script |
 //! | unchanged, `TtlExtensionPolicy::OnEveryRequest` | `update_ttl` | `EXPIRE key ttl` |
 //!
+//! With [`VersionedRedisStore::with_replica_acks`], `save`, `update` and `delete` send `WAIT`
+//! in the same round trip and fail when too few replicas confirmed ([`crate::replica_acks`]).
+//!
 //! Whatever is stored under a session's key that is not a session of this store (bytes
 //! that are not a JSON map of strings, a hash without its version) makes `load` fail with
 //! `LoadError::Deserialization` and an [`InvalidState`] that never quotes the bytes;
@@ -29,35 +32,46 @@ use actix_session::storage::{
 };
 use actix_web::cookie::time::Duration;
 use anyhow::anyhow;
-use deadpool_redis::Pool;
-use redis::Script;
+use redis::{ErrorKind, Script, ScriptInvocation};
 
 use crate::conflict::{ConflictReason, SessionConflict};
+use crate::pool::ConnectionPool;
+use crate::replica_acks::{query_acknowledged, ReplicaAcks, WriteError};
 use crate::state::InvalidState;
 use crate::{scripts, state};
 
 /// A Redis session store that refuses lost updates and never brings back a deleted session.
 ///
 /// Sessions live under `key_prefix + session key` (see [`crate::state`] for the layout).
-/// Cloning is cheap: clones share the connection pool.
+/// Cloning is cheap: clones share the connection pool. `P` is deadpool-redis's `Pool` unless
+/// the application brings its own ([`ConnectionPool`]).
 #[derive(Clone)]
-pub struct VersionedRedisStore {
-    pool: Pool,
+pub struct VersionedRedisStore<P = deadpool_redis::Pool> {
+    pool: P,
     key_prefix: String,
     create_if_absent: Script,
     compare_and_set: Script,
+    acks: Option<ReplicaAcks>,
 }
 
-impl VersionedRedisStore {
+impl<P: ConnectionPool> VersionedRedisStore<P> {
     /// A store on `pool` (the node can share it with `RedisSessionStore::new_pooled` and
     /// [`crate::AtomicCounter`]), keeping sessions under `key_prefix`, e.g. `"session:"`.
-    pub fn new(pool: Pool, key_prefix: impl Into<String>) -> VersionedRedisStore {
+    pub fn new(pool: P, key_prefix: impl Into<String>) -> VersionedRedisStore<P> {
         VersionedRedisStore {
             pool,
             key_prefix: key_prefix.into(),
             create_if_absent: scripts::create_if_absent(),
             compare_and_set: scripts::compare_and_set(),
+            acks: None,
         }
+    }
+
+    /// Every write (`save`, `update`, `delete`) then waits for `acks` and fails with
+    /// [`crate::UnconfirmedWrite`] when too few replicas confirm it (see [`crate::replica_acks`]).
+    pub fn with_replica_acks(mut self, acks: ReplicaAcks) -> VersionedRedisStore<P> {
+        self.acks = Some(acks);
+        self
     }
 
     /// The Redis key of a session.
@@ -94,8 +108,28 @@ impl VersionedRedisStore {
         }
     }
 
-    async fn connection(&self) -> anyhow::Result<deadpool_redis::Connection> {
-        Ok(self.pool.get().await?)
+    async fn connection(&self) -> anyhow::Result<P::Connection> {
+        Ok(self.pool.connection().await?)
+    }
+
+    /// Runs a script (with WAIT after it when acks are wanted), loading it first when Redis
+    /// does not know it (first use, a restart, a new primary).
+    async fn run_script(
+        &self,
+        connection: &mut P::Connection,
+        invocation: &ScriptInvocation<'_>,
+    ) -> anyhow::Result<i64> {
+        let mut writes = redis::pipe();
+        writes.invoke_script(invocation);
+        let reply = match query_acknowledged(connection, &writes, self.acks).await {
+            Err(WriteError::Redis(err)) if err.kind() == ErrorKind::NoScriptError => {
+                invocation.load_async(connection).await?;
+                query_acknowledged(connection, &writes, self.acks).await
+            }
+            reply => reply,
+        };
+        let (outcome,): (i64,) = reply.map_err(WriteError::into_anyhow)?;
+        Ok(outcome)
     }
 }
 
@@ -105,7 +139,7 @@ fn ttl_seconds(ttl: &Duration) -> i64 {
     ttl.whole_seconds().max(1)
 }
 
-impl SessionStore for VersionedRedisStore {
+impl<P: ConnectionPool> SessionStore for VersionedRedisStore<P> {
     async fn load(
         &self,
         session_key: &SessionKey,
@@ -133,14 +167,15 @@ impl SessionStore for VersionedRedisStore {
             .map_err(|err| SaveError::Serialization(err.into()))?;
         let session_key = generate_session_key();
         let mut conn = self.connection().await.map_err(SaveError::Other)?;
-        let created: i64 = self
-            .create_if_absent
+        let mut invocation = self.create_if_absent.prepare_invoke();
+        invocation
             .key(self.redis_key(&session_key))
             .arg(json)
-            .arg(ttl_seconds(ttl))
-            .invoke_async(&mut conn)
+            .arg(ttl_seconds(ttl));
+        let created = self
+            .run_script(&mut conn, &invocation)
             .await
-            .map_err(|err| SaveError::Other(err.into()))?;
+            .map_err(SaveError::Other)?;
         if created == 1 {
             Ok(session_key)
         } else {
@@ -161,15 +196,16 @@ impl SessionStore for VersionedRedisStore {
         let json = state::encode(&mut session_state)
             .map_err(|err| UpdateError::Serialization(err.into()))?;
         let mut conn = self.connection().await.map_err(UpdateError::Other)?;
-        let outcome: i64 = self
-            .compare_and_set
+        let mut invocation = self.compare_and_set.prepare_invoke();
+        invocation
             .key(self.redis_key(&session_key))
             .arg(expected)
             .arg(json)
-            .arg(ttl_seconds(ttl))
-            .invoke_async(&mut conn)
+            .arg(ttl_seconds(ttl));
+        let outcome = self
+            .run_script(&mut conn, &invocation)
             .await
-            .map_err(|err| UpdateError::Other(err.into()))?;
+            .map_err(UpdateError::Other)?;
         let refused = |reason| UpdateError::Other(SessionConflict { reason }.into());
         match outcome {
             scripts::GONE => Err(refused(ConflictReason::Gone)),
@@ -191,10 +227,10 @@ impl SessionStore for VersionedRedisStore {
 
     async fn delete(&self, session_key: &SessionKey) -> anyhow::Result<()> {
         let mut conn = self.connection().await?;
-        redis::cmd("DEL")
-            .arg(self.redis_key(session_key))
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
+        let mut writes = redis::pipe();
+        writes.cmd("DEL").arg(self.redis_key(session_key));
+        query_acknowledged::<()>(&mut conn, &writes, self.acks)
+            .await
+            .map_err(WriteError::into_anyhow)
     }
 }

@@ -13,7 +13,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
-use versioned_session_store::{ensure_session_id, SESSION_ID_KEY};
+use versioned_session_store::{ensure_session_id, CounterError, SESSION_ID_KEY};
 
 use crate::errors::ApiError;
 use crate::session_data::{SessionData, COUNTER};
@@ -89,6 +89,12 @@ async fn increment_in_redis(state: &AppState, session: &SessionData) -> Result<i
         .map_err(|err| ApiError::internal(state, "cannot store the session id", err))?;
     state.counter.increment(&session_id).await.map_err(|err| {
         log::warn!("atomic counter increment failed: {err}");
-        ApiError::store_unavailable(&state.node_id)
+        match err {
+            CounterError::Unconfirmed(_) => {
+                state.metrics.count_unconfirmed_increment();
+                ApiError::write_unconfirmed(&state.node_id)
+            }
+            _ => ApiError::store_unavailable(&state.node_id),
+        }
     })
 }

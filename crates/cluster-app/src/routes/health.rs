@@ -8,7 +8,6 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::redis_pool;
 use crate::state::AppState;
 
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
@@ -20,7 +19,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(json!({ "node": state.node_id, "status": "draining" }));
     }
-    if !redis_pool::ping(&state.redis, state.redis_timeout).await {
+    if !state.redis.ping().await {
         return HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, "1"))
             .json(json!({ "node": state.node_id, "status": "redis unavailable" }));

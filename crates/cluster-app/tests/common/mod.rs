@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster_kit::{free_port, wait_for, ChildGuard};
+use cluster_kit::{free_port, wait_for, ChildGuard, SentinelTopology};
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{HeaderMap, COOKIE, SET_COOKIE};
 use serde_json::{json, Value};
@@ -37,6 +37,12 @@ pub fn command() -> Command {
         "NODE_ID",
         "LISTEN_ADDR",
         "REDIS_URL",
+        "REDIS_SENTINELS",
+        "REDIS_SENTINEL_MASTER",
+        "REDIS_SENTINEL_PASSWORD",
+        "REDIS_PASSWORD",
+        "REDIS_MIN_REPLICAS_ACK",
+        "REDIS_REPLICA_ACK_TIMEOUT_MS",
         "SESSION_KEY",
         "SESSION_TTL_SECS",
         "COOKIE_NAME",
@@ -54,7 +60,8 @@ pub fn command() -> Command {
 
 pub struct NodeOptions {
     pub node_id: String,
-    pub redis_url: String,
+    /// `None` for a node told of its Redis otherwise (`REDIS_SENTINELS` in `env`).
+    pub redis_url: Option<String>,
     pub session_key: String,
     pub redis_timeout_ms: u64,
     pub drain_ms: u64,
@@ -65,12 +72,22 @@ impl NodeOptions {
     pub fn new(node_id: &str, redis_url: &str) -> NodeOptions {
         NodeOptions {
             node_id: node_id.to_string(),
-            redis_url: redis_url.to_string(),
+            redis_url: Some(redis_url.to_string()),
             session_key: session_key(1),
             redis_timeout_ms: 500,
             drain_ms: 300,
             env: Vec::new(),
         }
+    }
+
+    /// A node that asks `topology`'s sentinels for its primary.
+    pub fn behind_sentinel(node_id: &str, topology: &SentinelTopology) -> NodeOptions {
+        NodeOptions {
+            redis_url: None,
+            ..NodeOptions::new(node_id, "")
+        }
+        .env("REDIS_SENTINELS", &topology.sentinels_env())
+        .env("REDIS_SENTINEL_MASTER", topology.master_name())
     }
 
     pub fn session_key(mut self, key: String) -> NodeOptions {
@@ -94,7 +111,6 @@ impl NodeOptions {
         command
             .args(["--node-id", &self.node_id])
             .args(["--listen-addr", &format!("127.0.0.1:{port}")])
-            .args(["--redis-url", &self.redis_url])
             .args(["--session-key", &self.session_key])
             .args(["--cookie-secure", "false"])
             .args(["--redis-timeout-ms", &self.redis_timeout_ms.to_string()])
@@ -103,6 +119,9 @@ impl NodeOptions {
             .env("RUST_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null());
+        if let Some(url) = &self.redis_url {
+            command.args(["--redis-url", url]);
+        }
         let process = ChildGuard::spawn(format!("cluster-app {}", self.node_id), &mut command);
         let node = Node {
             process,
