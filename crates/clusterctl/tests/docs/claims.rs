@@ -3,8 +3,9 @@
 //!
 //! * **Commands.** An inline code span, or a line of a fenced block tagged `sh` (or `bash`,
 //!   `shell`, `console`), is read as a shell command: cut at ` #`, split at `|`, `&&`, `||`
-//!   and `;`. In each piece, leading `NAME=value` words are environment variables and the next
-//!   word is the command (after `nice -n N`, `sudo`, `exec` or `time`).
+//!   and `;`. In each piece, leading `NAME=value` words are environment variables (on a line of
+//!   a block, only when a command follows: alone they set a shell variable) and the next word
+//!   is the command (after `nice -n N`, `sudo`, `exec` or `time`).
 //!   - When the command is `cluster-app`, `cluster-lb` or `clusterctl` (any directory before
 //!     it), a following lower-case word is a subcommand, and every `--flag` of the piece is
 //!     a flag of that program (and subcommand).
@@ -168,7 +169,10 @@ fn code_block(text: &str, first_line: usize, commands: bool, found: &mut Vec<Fou
         let line_number = first_line + index;
         let mut claims = Vec::new();
         if commands {
-            claims.extend(command_claims(line.trim_start().trim_start_matches("$ ")));
+            claims.extend(command_claims(
+                line.trim_start().trim_start_matches("$ "),
+                false,
+            ));
         } else {
             claims.extend(urls(line).into_iter().map(Claim::Url));
             claims.extend(loopback_endpoints(line, "GET"));
@@ -189,7 +193,7 @@ fn code_block(text: &str, first_line: usize, commands: bool, found: &mut Vec<Fou
 
 fn code_span(span: &str) -> Vec<Claim> {
     let span = span.trim();
-    let mut claims = command_claims(span);
+    let mut claims = command_claims(span, true);
     if span.starts_with("--") {
         if let Some(flag) = flag_name(span.split_whitespace().next().unwrap_or("")) {
             claims.push(Claim::LooseFlag(flag));
@@ -207,8 +211,9 @@ fn code_span(span: &str) -> Vec<Claim> {
     claims
 }
 
-/// The claims of one line of shell.
-fn command_claims(line: &str) -> Vec<Claim> {
+/// The claims of one line of shell. `NAME=value` words without a command after them set a
+/// shell variable on a line of a block, and name an environment variable in a code span.
+fn command_claims(line: &str, in_span: bool) -> Vec<Claim> {
     let line = match line.find(" #") {
         Some(comment) => &line[..comment],
         None if line.starts_with('#') => "",
@@ -218,16 +223,20 @@ fn command_claims(line: &str) -> Vec<Claim> {
     for piece in line.split(['|', ';']).flat_map(|piece| piece.split("&&")) {
         let words: Vec<&str> = piece.split_whitespace().collect();
         let mut rest = words.as_slice();
+        let mut assigned = Vec::new();
         while let [word, tail @ ..] = rest {
             match word.split_once('=') {
-                Some((name, _)) if is_upper_name(name) => {
-                    claims.push(Claim::EnvVar(name.to_string()));
-                    rest = tail;
+                Some((name, value)) if is_upper_name(name) => {
+                    assigned.push(Claim::EnvVar(name.to_string()));
+                    rest = past_value(value, tail);
                 }
                 _ => break,
             }
         }
         rest = skip_wrappers(rest);
+        if in_span || !rest.is_empty() {
+            claims.append(&mut assigned);
+        }
         let Some((command, args)) = rest.split_first() else {
             continue;
         };
@@ -260,6 +269,25 @@ fn command_claims(line: &str) -> Vec<Claim> {
         }
     }
     claims
+}
+
+/// The words after an assigned value that goes on over spaces: `'keyboard cat'`, `$(od ...)`.
+fn past_value<'a, 'w>(value: &str, mut tail: &'a [&'w str]) -> &'a [&'w str] {
+    let open = |text: &str| {
+        let parens = text.matches('(').count() as i64 - text.matches(')').count() as i64;
+        (parens, text.matches('\'').count() % 2 == 1)
+    };
+    let (mut parens, mut quoted) = open(value);
+    while parens > 0 || quoted {
+        let Some((word, rest)) = tail.split_first() else {
+            break;
+        };
+        let (more_parens, flips_quote) = open(word);
+        parens += more_parens;
+        quoted ^= flips_quote;
+        tail = rest;
+    }
+    tail
 }
 
 /// Past `nice -n N`, `sudo`, `exec`, `time`: the words from the real command on.
@@ -361,7 +389,8 @@ fn loopback_endpoints(text: &str, method: &str) -> Vec<Claim> {
         .into_iter()
         .filter_map(|url| {
             let rest = url.strip_prefix("http://")?;
-            let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+            // Without a path, a URL names a server, not an endpoint.
+            let (host, path) = rest.split_once('/')?;
             let host = host.split(':').next().unwrap_or("");
             (host == "127.0.0.1" || host == "localhost").then(|| {
                 Claim::Endpoint(Endpoint {
@@ -451,6 +480,22 @@ mod tests {
     }
 
     #[test]
+    fn a_shell_variable_is_no_environment_variable_but_a_span_naming_one_is() {
+        let found = claims_of(
+            "```sh\nKEY=$(od -An -tx1 -N64 /dev/urandom)\nSECRET='keyboard cat'\n\
+             SESSION_KEY='keyboard cat' cluster-app --dev\n```\n`WORKERS=1`\n",
+        );
+        assert_eq!(
+            found,
+            vec![
+                Claim::EnvVar("SESSION_KEY".into()),
+                flag("cluster-app", None, "--dev"),
+                Claim::EnvVar("WORKERS".into()),
+            ]
+        );
+    }
+
+    #[test]
     fn other_programs_flags_are_not_read_and_a_comment_is_not_a_command() {
         let found = claims_of(
             "```sh\ncargo run -p cluster-app --example stock_node && docker compose up --build\n# clusterctl --nope\n```\n",
@@ -500,7 +545,7 @@ mod tests {
     fn loopback_urls_in_code_are_endpoints_with_curls_method() {
         let found = claims_of(
             "```sh\ncurl -si -c jar -d '{\"user\":\"alice\"}' http://127.0.0.1:8080/login\ncurl -s http://127.0.0.1:PORT/backends\n```\n\
-             ```text\n  LB admin       http://127.0.0.1:41234/backends\n```\n",
+             ```text\n  LB admin       http://127.0.0.1:41234/backends\n  load balancer  http://127.0.0.1:8080\n```\n",
         );
         let endpoints: Vec<Claim> = found
             .into_iter()
