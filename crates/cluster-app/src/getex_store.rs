@@ -9,7 +9,7 @@
 //! instead of taking one from the pool each time, which saves the pool's
 //! `PING`: a session read is one round trip instead of four, with the same
 //! expiry behaviour. Writes (`save`, `update`, `delete`) are the stock
-//! store's, last writer wins included (docs/session-consistency.md).
+//! store's, last writer wins included (docs/concurrent-writes.md).
 //!
 //! What is stored under a session's key and is not a session (bytes that are
 //! not a JSON map of strings, a key of another type, on which `GETEX` fails
