@@ -135,7 +135,7 @@ pub struct NodeArgs {
     pub workers: Option<usize>,
 }
 
-/// The session stores a node can run with (docs/session-consistency.md).
+/// The session stores a node can run with (docs/concurrent-writes.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SessionStoreKind {
     /// `SESSION_STORE=redis`: [`crate::getex_store::GetexRedisStore`],

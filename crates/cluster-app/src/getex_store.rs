@@ -12,7 +12,7 @@
 //!
 //! Writes (`save`, `update`, `delete`) send the stock store's commands (`SET
 //! ... NX EX`, `SET ... XX EX` falling back to a new key, `DEL`), last writer
-//! wins included (docs/session-consistency.md). They are written here rather
+//! wins included (docs/concurrent-writes.md). They are written here rather
 //! than delegated to the stock store, which only takes a deadpool pool on a
 //! fixed URL: they go through the node's [`PrimaryPool`], which follows the
 //! primary behind Sentinel, and with `REDIS_MIN_REPLICAS_ACK` each is followed

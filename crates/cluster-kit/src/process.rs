@@ -6,11 +6,10 @@
 //! layers for clusterctl, which runs in a terminal: a process group of its own keeps a
 //! terminal's Ctrl-C away from it so that clusterctl alone decides the order of shutdown, and
 //! `PR_SET_PDEATHSIG` makes the kernel SIGKILL it when clusterctl itself is SIGKILLed and no
-//! Rust code runs. Tests leave their children in the runner's process group, so a test
+//! Rust code runs (on Linux; macOS has no such signal). Tests leave their children in the runner's process group, so a test
 //! runner that kills a timed-out test's group stops them too.
 
 use std::fs::File;
-use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -186,12 +185,15 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Asks the kernel to SIGKILL the child when its parent dies.
+/// Asks the kernel to SIGKILL the child when its parent dies (Linux only: the parent-death
+/// signal is a Linux `prctl`; elsewhere a SIGKILLed clusterctl leaves its children to be
+/// stopped by hand, while every other exit path still stops them through `Drop`).
 ///
 /// The signal fires when the *thread* that forked exits, not the process; clusterctl only
 /// spawns from the main thread and tokio's worker threads, which live as long as it does.
 /// Never spawn a detached child from `spawn_blocking`, whose threads retire after a few idle
 /// seconds.
+#[cfg(target_os = "linux")]
 fn die_with_parent(command: &mut Command) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: runs between fork and exec and only calls the async-signal-safe
@@ -199,7 +201,7 @@ fn die_with_parent(command: &mut Command) {
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(io::Error::last_os_error());
+                return Err(std::io::Error::last_os_error());
             }
             // The parent may have died before prctl ran: then nobody would
             // ever send the signal.
@@ -210,6 +212,9 @@ fn die_with_parent(command: &mut Command) {
         });
     }
 }
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
 
 /// Path of a binary built from this workspace, e.g. `workspace_bin("cluster-app")`.
 ///

@@ -59,7 +59,7 @@ pub struct VerifyArgs {
     /// Write the JSON report here (and the SIGKILL timeline as <name>-sigkill.svg beside it).
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Shorter load phases and a lower rate: the whole run in well under 2 minutes.
+    /// Shorter load phases and a lower rate, with every scenario: what the test suite runs.
     #[arg(long)]
     pub quick: bool,
     /// Start this node (e.g. node2) with a session key of its own, as a deploy that missed the

@@ -18,6 +18,7 @@ pub async fn up(options: ClusterOptions) -> anyhow::Result<bool> {
     );
     println!("  load balancer  {lb}");
     println!("  LB admin       {}/backends", cluster.lb.admin.url());
+    println!("  admin token    {}", cluster.lb.admin.token());
     for node in &cluster.nodes {
         println!("  {:<14} {}", node.id, node.url());
     }

@@ -211,7 +211,7 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
             let segments: Vec<&LoadSummary> = segments.iter().collect();
             write_timeline(
                 &segments,
-                &format!("SIGKILL {victim}, then restart, under load: ok and failed requests/s per 100 ms"),
+                &format!("SIGKILL {victim}, then restart, under load"),
                 &svg,
             )?;
             println!("timeline: {}", svg.display());

@@ -153,3 +153,38 @@ fn missing_redis_server_is_one_line_and_exit_2() {
     assert!(stderr.contains("apt-get install redis-server"), "{stderr}");
     assert!(stderr.contains("--redis-url"), "{stderr}");
 }
+
+/// The docs send readers to the admin URL `up` prints; its token must open the mutating calls.
+#[tokio::test]
+async fn up_prints_the_admin_api_and_a_token_that_drains_a_node() {
+    let out = tempfile::tempdir().unwrap();
+    let _clusterctl = start_up(out.path());
+    let printed = std::fs::read_to_string(out.path().join("stdout.txt")).unwrap();
+    let value_of = |label: &str| {
+        printed
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(label))
+            .map(|value| value.trim().to_string())
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{printed}"))
+    };
+    let backends_url = value_of("LB admin");
+    let token = value_of("admin token");
+
+    let http = reqwest::Client::new();
+    let list: serde_json::Value = http
+        .get(&backends_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["backends"][0]["id"].as_str().expect("a backend id");
+    let drain = format!("{backends_url}/{id}/drain");
+    let without = http.post(&drain).send().await.unwrap();
+    assert_eq!(without.status(), 401, "a drain without the token");
+    let with = http.post(&drain).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(with.status(), 200, "a drain with the printed token");
+    let drained: serde_json::Value = with.json().await.unwrap();
+    assert_eq!(drained["state"], "draining", "{drained}");
+}

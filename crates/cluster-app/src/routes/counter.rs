@@ -1,6 +1,6 @@
 //! `POST /counter/incr[?mode=atomic]` and `GET /counter[?mode=atomic]`.
 //!
-//! Two counters, to show the difference (docs/session-consistency.md):
+//! Two counters, to show the difference (docs/concurrent-writes.md):
 //!
 //! - `mode=session` (the default) keeps the counter in the session state:
 //!   read with the session, written back with it. Concurrent increments of

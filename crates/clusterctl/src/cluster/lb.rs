@@ -151,6 +151,11 @@ impl LbAdmin {
         &self.base
     }
 
+    /// The bearer token of the mutating calls (`clusterctl up` prints it).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     pub async fn backends(&self) -> anyhow::Result<Vec<Backend>> {
         let response = self
             .http

@@ -131,6 +131,8 @@ pub struct LoadSummary {
     pub failures: BTreeMap<String, u64>,
     pub marks: Vec<Mark>,
     pub timeline: Vec<Bucket>,
+    /// Successful responses per `X-Served-By`, per timeline bucket (by end time).
+    pub ok_by_node: BTreeMap<String, Vec<u64>>,
 }
 
 impl LoadSummary {
@@ -295,7 +297,24 @@ impl Ledger {
             failures: self.failures.clone(),
             marks: self.marks.clone(),
             timeline: self.timeline.clone(),
+            ok_by_node: self
+                .served
+                .iter()
+                .map(|(node, times)| (node.clone(), self.per_bucket(times)))
+                .collect(),
         }
+    }
+
+    /// How many of `times` fall in each bucket of the timeline.
+    fn per_bucket(&self, times: &[Duration]) -> Vec<u64> {
+        let mut counts = vec![0; self.timeline.len()];
+        for at in times {
+            let index = (at.as_millis() / BUCKET.as_millis()) as usize;
+            if let Some(count) = counts.get_mut(index) {
+                *count += 1;
+            }
+        }
+        counts
     }
 
     fn counts_mut(&mut self, kind: Kind) -> &mut Counts {
@@ -423,6 +442,21 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn each_nodes_answers_are_counted_per_bucket_by_end_time() {
+        let mut ledger = Ledger::new();
+        for (sent, ended, node) in [(10, 20, "node1"), (30, 150, "node2"), (40, 160, "node1")] {
+            let ticket = ledger.send(Kind::Read, ms(sent));
+            ledger.finish(ticket, RequestOutcome::Ok, Some(node), ms(ended));
+        }
+        let failed = ledger.send(Kind::Read, ms(210));
+        ledger.finish(failed, RequestOutcome::FailedTransport, None, ms(220));
+        let by_node = ledger.summary(ms(300)).ok_by_node;
+        assert_eq!(by_node["node1"], vec![1, 1, 0]);
+        assert_eq!(by_node["node2"], vec![0, 1, 0]);
+        assert_eq!(by_node.len(), 2);
     }
 
     #[test]
