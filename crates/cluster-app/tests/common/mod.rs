@@ -6,7 +6,7 @@
 
 pub mod silent_redis;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ pub fn command() -> Command {
         "LISTEN_ADDR",
         "REDIS_URL",
         "SESSION_KEY",
+        "SESSION_KEY_FILE",
         "SESSION_TTL_SECS",
         "COOKIE_NAME",
         "COOKIE_SECURE",
@@ -56,6 +57,8 @@ pub struct NodeOptions {
     pub node_id: String,
     pub redis_url: String,
     pub session_key: String,
+    /// Given, the node reads its key from this file instead of `session_key`.
+    pub session_key_file: Option<PathBuf>,
     pub redis_timeout_ms: u64,
     pub drain_ms: u64,
     pub env: Vec<(String, String)>,
@@ -67,6 +70,7 @@ impl NodeOptions {
             node_id: node_id.to_string(),
             redis_url: redis_url.to_string(),
             session_key: session_key(1),
+            session_key_file: None,
             redis_timeout_ms: 500,
             drain_ms: 300,
             env: Vec::new(),
@@ -75,6 +79,11 @@ impl NodeOptions {
 
     pub fn session_key(mut self, key: String) -> NodeOptions {
         self.session_key = key;
+        self
+    }
+
+    pub fn session_key_file(mut self, path: &Path) -> NodeOptions {
+        self.session_key_file = Some(path.to_path_buf());
         self
     }
 
@@ -95,7 +104,6 @@ impl NodeOptions {
             .args(["--node-id", &self.node_id])
             .args(["--listen-addr", &format!("127.0.0.1:{port}")])
             .args(["--redis-url", &self.redis_url])
-            .args(["--session-key", &self.session_key])
             .args(["--cookie-secure", "false"])
             .args(["--redis-timeout-ms", &self.redis_timeout_ms.to_string()])
             .args(["--drain-ms", &self.drain_ms.to_string()])
@@ -103,6 +111,10 @@ impl NodeOptions {
             .env("RUST_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null());
+        match &self.session_key_file {
+            Some(path) => command.arg("--session-key-file").arg(path),
+            None => command.args(["--session-key", &self.session_key]),
+        };
         let process = ChildGuard::spawn(format!("cluster-app {}", self.node_id), &mut command);
         let node = Node {
             process,
