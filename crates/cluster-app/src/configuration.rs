@@ -8,6 +8,7 @@
 //! instead of failing on the first request.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix_web::cookie::Key;
@@ -88,6 +89,10 @@ pub struct NodeArgs {
     /// Cookie key, hex or base64, at least 64 bytes decoded; the same on every node.
     #[arg(long, env = "SESSION_KEY", hide_env_values = true)]
     pub session_key: Option<String>,
+
+    /// File holding the cookie key instead (a Docker or Kubernetes secret); not with SESSION_KEY.
+    #[arg(long, env = "SESSION_KEY_FILE")]
+    pub session_key_file: Option<PathBuf>,
 
     /// Generate a session key when none is given (this node then shares no session with others).
     #[arg(long)]
@@ -203,12 +208,21 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("SESSION_KEY is missing: set it (hex or base64, >= {MIN_SESSION_KEY_BYTES} bytes, the same on every node) or pass --dev")]
+    #[error("SESSION_KEY is missing: set it or SESSION_KEY_FILE (hex or base64, >= {MIN_SESSION_KEY_BYTES} bytes, the same on every node) or pass --dev")]
     MissingSessionKey,
-    #[error("SESSION_KEY is neither hex nor base64")]
-    UndecodableSessionKey,
-    #[error("SESSION_KEY decodes to {0} bytes; at least {MIN_SESSION_KEY_BYTES} are needed")]
-    ShortSessionKey(usize),
+    #[error("SESSION_KEY and SESSION_KEY_FILE are both set: give the key one way")]
+    TwoSessionKeys,
+    #[error("SESSION_KEY_FILE {path:?} cannot be read: {source}")]
+    UnreadableSessionKeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("SESSION_KEY_FILE {0:?} is empty")]
+    EmptySessionKeyFile(PathBuf),
+    #[error("{0} is neither hex nor base64")]
+    UndecodableSessionKey(KeySource),
+    #[error("{0} decodes to {1} bytes; at least {MIN_SESSION_KEY_BYTES} are needed")]
+    ShortSessionKey(KeySource, usize),
     #[error("LISTEN_ADDR {0:?} is not ip:port (e.g. 127.0.0.1:8000)")]
     ListenAddr(String),
     #[error("REDIS_URL must start with redis:// or rediss:// (got {0:?})")]
@@ -237,15 +251,37 @@ pub enum ConfigError {
     Zero(&'static str),
 }
 
+/// Where the session key was read from, named in the messages about it
+/// (never the key itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    Variable,
+    File,
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeySource::Variable => "SESSION_KEY",
+            KeySource::File => "the content of SESSION_KEY_FILE",
+        })
+    }
+}
+
 impl TryFrom<NodeArgs> for Settings {
     type Error = ConfigError;
 
     fn try_from(args: NodeArgs) -> Result<Settings, ConfigError> {
-        let (session_key, session_key_generated) = match (&args.session_key, args.dev) {
-            (Some(encoded), _) => (parse_session_key(encoded)?, false),
-            (None, true) => (Key::generate(), true),
-            (None, false) => return Err(ConfigError::MissingSessionKey),
-        };
+        let (session_key, session_key_generated) =
+            match (&args.session_key, &args.session_key_file, args.dev) {
+                (Some(_), Some(_), _) => return Err(ConfigError::TwoSessionKeys),
+                (Some(encoded), None, _) => {
+                    (parse_session_key(encoded, KeySource::Variable)?, false)
+                }
+                (None, Some(path), _) => (read_session_key_file(path)?, false),
+                (None, None, true) => (Key::generate(), true),
+                (None, None, false) => return Err(ConfigError::MissingSessionKey),
+            };
         let listen_addr = args
             .listen_addr
             .parse()
@@ -382,20 +418,36 @@ fn replica_acks(args: &NodeArgs) -> Result<Option<ReplicaAcks>, ConfigError> {
     }))
 }
 
+/// Orchestrators hand secrets to a container as files (Docker secrets in
+/// /run/secrets, Kubernetes secret volumes), which keeps the key out of the
+/// environment that `docker inspect` and process listings show.
+fn read_session_key_file(path: &Path) -> Result<Key, ConfigError> {
+    let encoded =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::UnreadableSessionKeyFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if encoded.trim().is_empty() {
+        return Err(ConfigError::EmptySessionKeyFile(path.to_path_buf()));
+    }
+    parse_session_key(&encoded, KeySource::File)
+}
+
 /// Accepts hex first (it is also valid base64 for some inputs, and the more
-/// common way to print random bytes), then standard base64.
-fn parse_session_key(encoded: &str) -> Result<Key, ConfigError> {
+/// common way to print random bytes), then standard base64. Surrounding
+/// whitespace (a file's final newline) is ignored.
+fn parse_session_key(encoded: &str, source: KeySource) -> Result<Key, ConfigError> {
     let encoded = encoded.trim();
     if encoded.is_empty() {
         return Err(ConfigError::MissingSessionKey);
     }
     let bytes = hex::decode(encoded)
         .or_else(|_| base64::engine::general_purpose::STANDARD.decode(encoded))
-        .map_err(|_| ConfigError::UndecodableSessionKey)?;
+        .map_err(|_| ConfigError::UndecodableSessionKey(source))?;
     if bytes.len() < MIN_SESSION_KEY_BYTES {
-        return Err(ConfigError::ShortSessionKey(bytes.len()));
+        return Err(ConfigError::ShortSessionKey(source, bytes.len()));
     }
-    Key::try_from(bytes.as_slice()).map_err(|_| ConfigError::ShortSessionKey(bytes.len()))
+    Key::try_from(bytes.as_slice()).map_err(|_| ConfigError::ShortSessionKey(source, bytes.len()))
 }
 
 /// The URL may hold a password: an error message shows only what precedes "://".
@@ -413,17 +465,20 @@ mod tests {
     #[test]
     fn a_key_is_accepted_as_hex_or_base64_and_refused_when_short() {
         let bytes = [7u8; 64];
-        assert!(parse_session_key(&hex::encode(bytes)).is_ok());
-        assert!(
-            parse_session_key(&base64::engine::general_purpose::STANDARD.encode(bytes)).is_ok()
-        );
+        let source = KeySource::Variable;
+        assert!(parse_session_key(&hex::encode(bytes), source).is_ok());
+        assert!(parse_session_key(
+            &base64::engine::general_purpose::STANDARD.encode(bytes),
+            source
+        )
+        .is_ok());
         assert!(matches!(
-            parse_session_key(&hex::encode([7u8; 63])),
-            Err(ConfigError::ShortSessionKey(63))
+            parse_session_key(&hex::encode([7u8; 63]), source),
+            Err(ConfigError::ShortSessionKey(_, 63))
         ));
         assert!(matches!(
-            parse_session_key("not a key!"),
-            Err(ConfigError::UndecodableSessionKey)
+            parse_session_key("not a key!", source),
+            Err(ConfigError::UndecodableSessionKey(_))
         ));
     }
 

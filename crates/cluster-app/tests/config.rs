@@ -8,7 +8,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use cluster_kit::{free_port, wait_for, ChildGuard, RedisServer};
-use common::{command, session_key, Node};
+use common::{command, session_key, Browser, Node, NodeOptions};
 
 /// What a finished process printed.
 struct Output {
@@ -56,6 +56,17 @@ const PASSWORD: &str = "hunter2";
 fn bad_configuration_is_one_line_and_exit_code_2() {
     let valid = session_key(1);
     let listen = format!("127.0.0.1:{}", free_port());
+    let key_files = tempfile::tempdir().expect("temporary directory");
+    let key_file = |name: &str, content: &str| {
+        let path = key_files.path().join(name);
+        std::fs::write(&path, content).expect("write a key file");
+        path.to_str().expect("UTF-8 path").to_string()
+    };
+    let valid_file = key_file("valid", &valid);
+    let short_file = key_file("short", &valid[..126]);
+    let empty_file = key_file("empty", "\n");
+    let missing_file = key_files.path().join("missing");
+    let missing_file = missing_file.to_str().expect("UTF-8 path");
     let refusals: &[Refusal] = &[
         (
             "no key",
@@ -74,6 +85,39 @@ fn bad_configuration_is_one_line_and_exit_code_2() {
             &[],
             &[("SESSION_KEY", "not a key at all!")],
             "neither hex nor base64",
+        ),
+        (
+            "key and key file",
+            &["--session-key-file", &valid_file],
+            &[("SESSION_KEY", &valid)],
+            "SESSION_KEY and SESSION_KEY_FILE are both set",
+        ),
+        (
+            "missing key file",
+            &[],
+            &[("SESSION_KEY_FILE", missing_file)],
+            "cannot be read: No such file",
+        ),
+        (
+            "key file is a directory",
+            &[],
+            &[(
+                "SESSION_KEY_FILE",
+                key_files.path().to_str().expect("UTF-8"),
+            )],
+            "cannot be read",
+        ),
+        (
+            "empty key file",
+            &[],
+            &[("SESSION_KEY_FILE", &empty_file)],
+            "is empty",
+        ),
+        (
+            "short key in a file",
+            &["--session-key-file", &short_file],
+            &[],
+            "the content of SESSION_KEY_FILE decodes to 63 bytes",
         ),
         (
             "bad listen address",
@@ -234,7 +278,30 @@ fn bad_configuration_is_one_line_and_exit_code_2() {
             !stderr.contains(PASSWORD) && !output.stdout.contains(PASSWORD),
             "{name}: the password is printed"
         );
+        assert!(
+            !stderr.contains(&valid[..126]) && !output.stdout.contains(&valid[..126]),
+            "{name}: the session key is printed"
+        );
     }
+}
+
+/// A node given its key as a file (how Docker and Kubernetes hand over
+/// secrets) reads the sessions of a node given the same key as a variable:
+/// the file's content is the key, its final newline aside.
+#[test]
+fn a_session_key_file_holds_the_same_key_as_the_variable() {
+    let redis = RedisServer::start();
+    let key_file = tempfile::NamedTempFile::new().expect("temporary file");
+    std::fs::write(key_file.path(), format!("{}\n", session_key(1))).expect("write the key");
+    let from_variable = Node::start("from-variable", &redis.url());
+    let from_file = NodeOptions::new("from-file", &redis.url())
+        .session_key_file(key_file.path())
+        .start();
+
+    let mut browser = Browser::logged_in(&from_variable, "alice");
+    let seen = browser.get(&from_file, "/whoami");
+    assert_eq!(seen.status, 200, "{}", seen.text);
+    assert_eq!(seen.body["user"], "alice", "{}", seen.text);
 }
 
 /// A Redis URL that stops the node at start: the error line is printed, the

@@ -6,7 +6,7 @@
 
 pub mod silent_redis;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,7 @@ pub fn command() -> Command {
         "REDIS_MIN_REPLICAS_ACK",
         "REDIS_REPLICA_ACK_TIMEOUT_MS",
         "SESSION_KEY",
+        "SESSION_KEY_FILE",
         "SESSION_TTL_SECS",
         "COOKIE_NAME",
         "COOKIE_SECURE",
@@ -63,6 +64,8 @@ pub struct NodeOptions {
     /// `None` for a node told of its Redis otherwise (`REDIS_SENTINELS` in `env`).
     pub redis_url: Option<String>,
     pub session_key: String,
+    /// Given, the node reads its key from this file instead of `session_key`.
+    pub session_key_file: Option<PathBuf>,
     pub redis_timeout_ms: u64,
     pub drain_ms: u64,
     pub env: Vec<(String, String)>,
@@ -74,6 +77,7 @@ impl NodeOptions {
             node_id: node_id.to_string(),
             redis_url: Some(redis_url.to_string()),
             session_key: session_key(1),
+            session_key_file: None,
             redis_timeout_ms: 500,
             drain_ms: 300,
             env: Vec::new(),
@@ -95,6 +99,11 @@ impl NodeOptions {
         self
     }
 
+    pub fn session_key_file(mut self, path: &Path) -> NodeOptions {
+        self.session_key_file = Some(path.to_path_buf());
+        self
+    }
+
     pub fn drain_ms(mut self, drain_ms: u64) -> NodeOptions {
         self.drain_ms = drain_ms;
         self
@@ -111,7 +120,6 @@ impl NodeOptions {
         command
             .args(["--node-id", &self.node_id])
             .args(["--listen-addr", &format!("127.0.0.1:{port}")])
-            .args(["--session-key", &self.session_key])
             .args(["--cookie-secure", "false"])
             .args(["--redis-timeout-ms", &self.redis_timeout_ms.to_string()])
             .args(["--drain-ms", &self.drain_ms.to_string()])
@@ -122,6 +130,10 @@ impl NodeOptions {
         if let Some(url) = &self.redis_url {
             command.args(["--redis-url", url]);
         }
+        match &self.session_key_file {
+            Some(path) => command.arg("--session-key-file").arg(path),
+            None => command.args(["--session-key", &self.session_key]),
+        };
         let process = ChildGuard::spawn(format!("cluster-app {}", self.node_id), &mut command);
         let node = Node {
             process,
