@@ -100,7 +100,7 @@ pub fn program_problems(
                 (!known).then(|| {
                     format!(
                         "`{name}`: no program's --help lists this variable and no script, \
-                         compose file or .env.example reads it"
+                         compose file, .env.example or cluster-kit reads it"
                     )
                 })
             }
@@ -166,6 +166,10 @@ fn help_reads(help: &str, name: &str) -> bool {
 
 /// A script or compose file reads `$NAME` or `${NAME...}`; `.env.example` sets `NAME=`.
 fn file_reads(file: &str, text: &str, name: &str) -> bool {
+    if file.ends_with(".rs") {
+        // cluster-kit names the variables it reads as string literals.
+        return text.contains(&format!("\"{name}\""));
+    }
     if file == ".env.example" {
         return text.lines().any(|line| {
             line.trim_start_matches('#')

@@ -84,12 +84,12 @@ fn listed_subcommands(help: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The repository's files and directories, the texts of its scripts and compose files, the
-/// anchors of its Markdown.
+/// The repository's files and directories, the texts of its scripts, compose files and
+/// cluster-kit (whose variables the tests and clusterctl read), the anchors of its Markdown.
 pub fn repository(root: &Path) -> Repository {
     let files = files(root);
     let is_reader = |file: &str| {
-        ["scripts/", "deploy/", ".ci/"]
+        ["scripts/", "deploy/", ".ci/", "crates/cluster-kit/src/"]
             .iter()
             .any(|dir| file.starts_with(dir))
             || file == "docker-compose.yml"
