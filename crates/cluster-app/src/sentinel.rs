@@ -352,6 +352,8 @@ pub async fn follow(pool: PrimaryPool, mut sentinels: Sentinels) {
                     );
                     if let Err(err) = pool.install_found(info) {
                         log::error!("cannot open a pool for the Redis primary: {err}");
+                        // Still on the old one: the next round must move it again.
+                        sentinels.in_use = None;
                     }
                 }
                 Err(err) => {
