@@ -1,6 +1,7 @@
 //! Nodes behind Sentinel through a failover: the primary killed, paused, or demoted under the
-//! nodes' open connections. Sessions survive, nothing hangs, nothing stays on an old primary,
-//! and once Sentinel names the new primary the nodes serve again within about a second.
+//! nodes' open connections, or paused past a failover and resumed, still a primary. Sessions
+//! survive, nothing hangs, nothing stays on an old primary, and once Sentinel names the new
+//! primary the nodes serve again, and write only to it, within about a second.
 //!
 //! Each test runs one node per session store on one topology (a primary, two replicas, three
 //! sentinels, real processes). A failover takes ~2 s with the teaching settings; the bounds
@@ -308,7 +309,7 @@ fn a_primary_demoted_under_the_nodes_is_let_go_at_its_first_read_only_answer() {
 struct WritesAfterResume {
     /// Acknowledged increments the old primary counted.
     to_old: u32,
-    /// ... of them after the first one on the new primary: the node went back.
+    /// Of those, the ones after the first on the new primary: the node went back.
     to_old_after_moving: u32,
     to_new: u32,
     refused: u32,
@@ -324,7 +325,7 @@ const NEW_PRIMARY_BUMP: i64 = 1000;
 /// old primary, resumed, is still a primary for several seconds, accepting writes it will drop
 /// when Sentinel makes it a replica of the new one. Nothing fails a node that kept its
 /// connections to it, so only asking the sentinels again moves the node. Each node increments
-/// its counter every 10 ms from the resume; within [`MOVE_BOUND`] every increment must land on
+/// its counter every ~15 ms from the resume; within [`MOVE_BOUND`] every increment must land on
 /// the new primary, and none on the old one after that. With `sentinel_paused`, the first
 /// sentinel is silent throughout (SIGSTOP): asking it must not hold the nodes up.
 fn writes_leave_a_resumed_old_primary(sentinel_paused: bool) {
