@@ -165,7 +165,7 @@ pub enum RedisTarget {
 
 #[derive(Clone)]
 pub struct SentinelSettings {
-    /// In the order given; asked in turn, from the one that answered last.
+    /// In the order given; all asked at once, equally new answers taken in this order.
     pub sentinels: Vec<SentinelAddress>,
     pub master_name: String,
     pub sentinel_password: Option<String>,

@@ -19,9 +19,13 @@
 //!
 //! After letting go, a `REDIS_URL` node opens a fresh pool on the same address at once. A
 //! Sentinel node has no primary until [`crate::sentinel::follow`] has asked the sentinels and
-//! checked the answer; meanwhile every request fails fast (503) instead of waiting. Each
-//! primary has a generation number, so that a late report about an old primary never costs
-//! the current one its connections.
+//! checked the answer; meanwhile every request fails fast (503) instead of waiting. A
+//! Sentinel node also leaves a primary that works: when the sentinels, asked again every
+//! second, name a newer one (an old primary paused past a failover resumes as a primary),
+//! [`PrimaryPool::install_found`] puts the new one in its place and closes the old one's pool
+//! the same way. Each primary has a generation number, so that a late report about an old
+//! primary never costs the current one its connections, and the session readers' connections
+//! to an old primary are not used again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -139,7 +143,8 @@ impl PrimaryPool {
         self.shared.generation.load(Ordering::Acquire)
     }
 
-    /// Makes the primary at `info` (Sentinel named it, and it says it is one) the node's.
+    /// Makes the primary at `info` (Sentinel named it, and it says it is one) the node's; the
+    /// pool of the one it replaces, if any, is closed.
     pub fn install_found(&self, info: ConnectionInfo) -> Result<(), CreatePoolError> {
         let primary = Primary::at(info, self.shared.timeout)?;
         log::info!("Redis primary: {}", primary.address);

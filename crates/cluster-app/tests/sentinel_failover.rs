@@ -1,6 +1,7 @@
 //! Nodes behind Sentinel through a failover: the primary killed, paused, or demoted under the
-//! nodes' open connections. Sessions survive, nothing hangs, nothing stays on an old primary,
-//! and once Sentinel names the new primary the nodes serve again within about a second.
+//! nodes' open connections, or paused past a failover and resumed, still a primary. Sessions
+//! survive, nothing hangs, nothing stays on an old primary, and once Sentinel names the new
+//! primary the nodes serve again, and write only to it, within about a second.
 //!
 //! Each test runs one node per session store on one topology (a primary, two replicas, three
 //! sentinels, real processes). A failover takes ~2 s with the teaching settings; the bounds
@@ -25,6 +26,13 @@ const BOUND: Duration = Duration::from_secs(3);
 const SERVE_AGAIN_BOUND: Duration = Duration::from_secs(2);
 /// A node without a primary does not wait for one: well under the 500 ms timeout.
 const AT_ONCE: Duration = Duration::from_millis(400);
+/// From an old primary resuming (still a primary) to the nodes writing to its successor
+/// only. The nodes ask the sentinels every second, a round taking at most two 500 ms
+/// timeouts; a debug build on two busy cores gets slack. Sentinel itself demotes the old
+/// primary only ~10 s after it resumes.
+const MOVE_BOUND: Duration = Duration::from_secs(3);
+/// How long the nodes are watched after they moved, for one going back.
+const STAY_WATCH: Duration = Duration::from_secs(1);
 
 /// One node per session store, with the same session key.
 fn nodes(topology: &SentinelTopology) -> Vec<Node> {
@@ -294,6 +302,140 @@ fn a_primary_demoted_under_the_nodes_is_let_go_at_its_first_read_only_answer() {
         matches!(role, redis::Role::Replica { .. }),
         "the writes went to the new primary, not the old one: {role:?}"
     );
+}
+
+/// Where the nodes' writes went once the old primary resumed, per node.
+#[derive(Default)]
+struct WritesAfterResume {
+    /// Acknowledged increments the old primary counted.
+    to_old: u32,
+    /// Of those, the ones after the first on the new primary: the node went back.
+    to_old_after_moving: u32,
+    to_new: u32,
+    refused: u32,
+    /// From the resume to the first increment on the new primary.
+    moved_after: Option<Duration>,
+}
+
+/// What the new primary's counters are raised by, so that a reply tells which primary
+/// counted the increment: the old one's counters stay below it.
+const NEW_PRIMARY_BUMP: i64 = 1000;
+
+/// The split brain of a primary paused past `down-after`: Sentinel promotes a replica, and the
+/// old primary, resumed, is still a primary for several seconds, accepting writes it will drop
+/// when Sentinel makes it a replica of the new one. Nothing fails a node that kept its
+/// connections to it, so only asking the sentinels again moves the node. Each node increments
+/// its counter every ~15 ms from the resume; within [`MOVE_BOUND`] every increment must land on
+/// the new primary, and none on the old one after that. With `sentinel_paused`, the first
+/// sentinel is silent throughout (SIGSTOP): asking it must not hold the nodes up.
+fn writes_leave_a_resumed_old_primary(sentinel_paused: bool) {
+    let topology = SentinelTopology::start();
+    if sentinel_paused {
+        topology.pause(Member::Sentinel(0));
+    }
+    let nodes = nodes(&topology);
+    let mut browsers = users_with_counters(&topology, &nodes);
+
+    // No request meanwhile: no node sees the old primary fail.
+    topology.pause(Member::Redis(0));
+    let new_primary = topology
+        .wait_for_failover(0, FAILOVER_LIMIT)
+        .expect("Sentinel promotes a replica while the primary is paused");
+    let mut promoted = redis_connection(topology.redis_port(new_primary));
+    let counters: Vec<String> = common::session_keys_in_redis(&topology.redis_url(new_primary))
+        .into_iter()
+        .filter(|key| key.contains("counter:"))
+        .collect();
+    assert_eq!(counters.len(), nodes.len(), "{counters:?}");
+    for key in &counters {
+        redis::cmd("INCRBY")
+            .arg(key)
+            .arg(NEW_PRIMARY_BUMP)
+            .exec(&mut promoted)
+            .expect("INCRBY on the new primary");
+    }
+
+    topology.resume(Member::Redis(0));
+    let resumed = Instant::now();
+    let mut old_primary = redis_connection(topology.redis_port(0));
+    let role: redis::Role = redis::cmd("ROLE").query(&mut old_primary).expect("ROLE");
+    assert!(
+        matches!(role, redis::Role::Primary { .. }),
+        "the old primary is still a primary when it resumes: {role:?}"
+    );
+
+    let mut writes: Vec<WritesAfterResume> = nodes.iter().map(|_| Default::default()).collect();
+    // Until every node has moved and then stayed a second, or the bound is over.
+    let watched = wait_for(MOVE_BOUND + STAY_WATCH, || {
+        for ((node, browser), writes) in nodes.iter().zip(&mut browsers).zip(&mut writes) {
+            let reply = browser.post(node, "/counter/incr?mode=atomic");
+            match reply.body["counter"].as_i64() {
+                Some(value) if reply.status == 200 && value > NEW_PRIMARY_BUMP => {
+                    writes.to_new += 1;
+                    writes.moved_after.get_or_insert(resumed.elapsed());
+                }
+                Some(_) if reply.status == 200 => {
+                    writes.to_old += 1;
+                    if writes.moved_after.is_some() {
+                        writes.to_old_after_moving += 1;
+                    }
+                }
+                _ => writes.refused += 1,
+            }
+        }
+        let all_moved = writes
+            .iter()
+            .map(|writes| writes.moved_after)
+            .collect::<Option<Vec<Duration>>>()?;
+        let last = all_moved.into_iter().max()?;
+        (resumed.elapsed() > last + STAY_WATCH).then_some(())
+    });
+    let role: redis::Role = redis::cmd("ROLE").query(&mut old_primary).expect("ROLE");
+    for (node, writes) in nodes.iter().zip(&writes) {
+        eprintln!(
+            "{}: after the old primary resumed, {} increment(s) acknowledged by it, {} by the \
+             new one, {} refused; first on the new one after {:?} (old primary now {})",
+            node.node_id,
+            writes.to_old,
+            writes.to_new,
+            writes.refused,
+            writes.moved_after,
+            if matches!(role, redis::Role::Primary { .. }) {
+                "still a primary"
+            } else {
+                "a replica"
+            },
+        );
+    }
+    assert!(
+        watched.is_some(),
+        "a node still wrote to the old primary {MOVE_BOUND:?} after it resumed"
+    );
+    for (node, writes) in nodes.iter().zip(&writes) {
+        let moved_after = writes.moved_after.unwrap_or(MOVE_BOUND + STAY_WATCH);
+        assert!(
+            moved_after <= MOVE_BOUND,
+            "{} first wrote to the new primary {moved_after:?} after the old one resumed",
+            node.node_id
+        );
+        assert_eq!(
+            writes.to_old_after_moving, 0,
+            "{} went back to the old primary",
+            node.node_id
+        );
+    }
+}
+
+#[test]
+fn a_primary_paused_past_a_failover_gets_no_writes_a_second_after_it_resumes() {
+    writes_leave_a_resumed_old_primary(false);
+}
+
+/// Every sentinel is asked at once, each within the operation timeout: a silent one costs the
+/// recheck one timeout, never a stall.
+#[test]
+fn a_paused_sentinel_does_not_hold_the_nodes_on_a_resumed_old_primary() {
+    writes_leave_a_resumed_old_primary(true);
 }
 
 fn redis_connection(port: u16) -> redis::Connection {
