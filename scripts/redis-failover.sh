@@ -5,9 +5,10 @@
 #   2. put a bounded load of atomic increments on the load balancer, counting each one
 #      acknowledged (scripts/redis-failover-load.lua);
 #   3. SIGKILL the container of the current primary, in the middle of the load;
-#   4. print how long Sentinel took to name a new primary, how long clients saw failures,
-#      which statuses failed (they must all be 503), whether the session survived, and how
-#      many acknowledged increments the final counter lacks (it must be none);
+#   4. print how long Sentinel took to name a new primary, how long clients saw failures
+#      (they must be served again within 1 s of the new primary's naming), which statuses
+#      failed (they must all be 503), whether the session survived, and how many acknowledged
+#      increments the final counter lacks (it must be none);
 #   5. start the old primary again and print when it is a replica in sync with the new one.
 # Exits non-zero when a check fails. Talks only to ports published on 127.0.0.1 and, through
 # `docker exec`, to the Redis containers. Run by `scripts/failover.sh --redis`, after
@@ -39,6 +40,9 @@ LOAD_DELAY_MS=5
 LOAD_MAX_REQUESTS_PER_THREAD=10000
 # How long Sentinel may take to name a new primary before the run fails.
 NEW_PRIMARY_SECONDS=30
+# The nodes' promise: every connection is served again within 1 s of a sentinel naming the
+# new primary (they ask the sentinels every 100 ms while they have none).
+SERVED_AFTER_NAMED_MS=1000
 
 step=0
 step() { step=$((step + 1)); printf '\n== %d. %s\n' "$step" "$*"; }
@@ -228,6 +232,10 @@ if [ "$failed" -gt 0 ]; then
   if [ "$recovered_ms" -gt 0 ]; then
     unavailable_ms=$(( recovered_ms - first_failure_ms ))
     say "unavailable for $unavailable_ms ms: first failure $(( first_failure_ms - killed_ms )) ms after the kill, every connection served again $(( recovered_ms - killed_ms )) ms after it"
+    served_after_named_ms=$(( recovered_ms - killed_ms - new_primary_ms ))
+    say "served again $served_after_named_ms ms after a sentinel named the new primary"
+    [ "$served_after_named_ms" -le "$SERVED_AFTER_NAMED_MS" ] ||
+      fail "the nodes took $served_after_named_ms ms after the new primary was named to serve again (at most $SERVED_AFTER_NAMED_MS)"
   else
     fail "the load ended before every connection was served again"
   fi
