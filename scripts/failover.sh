@@ -9,11 +9,20 @@
 # Narrates each step and exits non-zero when a check fails. Talks only to ports published
 # on 127.0.0.1. Run it from anywhere, after `docker compose up` (or docker-compose up).
 #
+# `scripts/failover.sh --redis` kills the Redis primary instead of a node, on the cluster
+# started with docker-compose.sentinel.yml: it runs scripts/redis-failover.sh.
+#
 # Settings (environment): LB_PORT, LB_ADMIN_PORT, NODE1_PORT..NODE3_PORT (as in
 # docker-compose.yml), LOAD_SECONDS (8), LOAD_CONNECTIONS (4), KILL_AFTER_SECONDS (3),
 # REJOIN_SECONDS (10: how long the restarted node may take to get traffic again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+case "${1:-}" in
+  --redis) exec scripts/redis-failover.sh ;;
+  "") ;;
+  *) echo "usage: $0 [--redis]" >&2; exit 2 ;;
+esac
 
 LB="http://127.0.0.1:${LB_PORT:-8080}"
 LB_ADMIN="http://127.0.0.1:${LB_ADMIN_PORT:-8081}"

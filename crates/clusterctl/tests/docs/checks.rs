@@ -32,7 +32,7 @@ pub struct Repository {
     /// Every file and directory, relative to the root, `/`-separated (no `target/`, `.git/`).
     pub files: BTreeSet<String>,
     /// The text of the files that read environment variables or take flags: `scripts/`,
-    /// `deploy/`, `.ci/`, `docker-compose.yml`, `.env.example`.
+    /// `deploy/`, `.ci/`, the compose files (`docker-compose*.yml`), `.env.example`.
     pub readers: BTreeMap<String, String>,
     /// The heading anchors of every Markdown file.
     pub anchors: BTreeMap<String, BTreeSet<String>>,

@@ -92,7 +92,7 @@ pub fn repository(root: &Path) -> Repository {
         ["scripts/", "deploy/", ".ci/", "crates/cluster-kit/src/"]
             .iter()
             .any(|dir| file.starts_with(dir))
-            || file == "docker-compose.yml"
+            || (file.starts_with("docker-compose") && file.ends_with(".yml"))
             || file == ".env.example"
     };
     let readers = files
