@@ -33,6 +33,7 @@ impl Lb {
         backends: &[String],
         log_dir: &Path,
         http: reqwest::Client,
+        sticky: bool,
     ) -> anyhow::Result<Lb> {
         let listen = format!("127.0.0.1:{port}");
         let admin_listen = format!("127.0.0.1:{admin_port}");
@@ -48,6 +49,9 @@ impl Lb {
             "--health-rise".into(),
             HEALTH_RISE.to_string(),
         ];
+        if sticky {
+            args.push("--sticky".into());
+        }
         for backend in backends {
             args.push("--backend".into());
             args.push(backend.clone());
