@@ -78,10 +78,9 @@ pub async fn demo_store(options: ClusterOptions, design: SessionDesign) -> anyho
     }
     evidence(&format!("{anonymous} of 6 answers did not know alice"));
 
-    let victim = alice.whoami(&http, &lb).await?;
-    let victim_id = served(&victim);
+    let victim_id = home.clone();
     step(
-        &format!("SIGKILL {victim_id}, the node that served alice last"),
+        &format!("SIGKILL {victim_id}, the node that logged alice in"),
         if design.store == "memory" {
             "the sessions it kept die with it"
         } else {
