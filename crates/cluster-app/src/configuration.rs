@@ -118,8 +118,10 @@ pub struct NodeArgs {
     pub persistent_cookie: bool,
 
     /// Where sessions live: `redis` (actix-session's Redis store read with one
-    /// GETEX, last writer wins) or
-    /// `redis-versioned` (compare-and-set; a refused write is answered 409).
+    /// GETEX, last writer wins),
+    /// `redis-versioned` (compare-and-set; a refused write is answered 409),
+    /// `memory` (this node's memory only, no Redis) or `cookie` (the whole state
+    /// in the encrypted cookie, no Redis).
     #[arg(long, env = "SESSION_STORE", value_enum, default_value_t = SessionStoreKind::RedisGetex)]
     pub session_store: SessionStoreKind,
 
@@ -152,6 +154,33 @@ pub enum SessionStoreKind {
     /// `versioned_session_store::VersionedRedisStore`: a write based on a
     /// stale read, or to a session logged out meanwhile, is refused (409).
     RedisVersioned,
+    /// [`crate::memory_store::MemoryStore`]: sessions in this node's memory, as
+    /// express-session's default MemoryStore; no other node knows them
+    /// (docs/why-sessions-break.md). No Redis.
+    Memory,
+    /// [`crate::cookie_store::CappedCookieStore`]: the state in the encrypted
+    /// cookie, read by any node, revoked by none (docs/three-designs.md). No Redis.
+    Cookie,
+}
+
+impl SessionStoreKind {
+    /// The stores that keep sessions in Redis; the others run without it.
+    pub fn uses_redis(self) -> bool {
+        matches!(
+            self,
+            SessionStoreKind::RedisGetex | SessionStoreKind::RedisVersioned
+        )
+    }
+
+    /// As `SESSION_STORE` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionStoreKind::RedisGetex => "redis",
+            SessionStoreKind::RedisVersioned => "redis-versioned",
+            SessionStoreKind::Memory => "memory",
+            SessionStoreKind::Cookie => "cookie",
+        }
+    }
 }
 
 /// Where the node's Redis is. Not `Debug`: it holds passwords.
@@ -189,7 +218,8 @@ impl std::fmt::Display for SentinelAddress {
 pub struct Settings {
     pub node_id: String,
     pub listen_addr: SocketAddr,
-    pub redis: RedisTarget,
+    /// `None` with the stores that need no Redis (`memory`, `cookie`).
+    pub redis: Option<RedisTarget>,
     /// `REDIS_MIN_REPLICAS_ACK` > 0: every write waits for that many replicas.
     pub replica_acks: Option<ReplicaAcks>,
     pub session_key: Key,
@@ -247,6 +277,11 @@ pub enum ConfigError {
     NodeId(String),
     #[error("COOKIE_NAME must be 1-64 letters, digits, '-' or '_' (got {0:?})")]
     CookieName(String),
+    #[error("SESSION_STORE={store} keeps no session in Redis: remove {setting} (or use SESSION_STORE=redis)")]
+    RedisWithoutRedisStore {
+        store: &'static str,
+        setting: &'static str,
+    },
     #[error("{0} must be at least 1")]
     Zero(&'static str),
 }
@@ -311,8 +346,12 @@ impl TryFrom<NodeArgs> for Settings {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let redis = redis_target(&args)?;
-        let replica_acks = replica_acks(&args)?;
+        let (redis, replica_acks) = if args.session_store.uses_redis() {
+            (Some(redis_target(&args)?), replica_acks(&args)?)
+        } else {
+            refuse_redis_settings(&args)?;
+            (None, None)
+        };
         Ok(Settings {
             node_id: args.node_id,
             listen_addr,
@@ -370,6 +409,32 @@ fn redis_target(args: &NodeArgs) -> Result<RedisTarget, ConfigError> {
                 redis_password: args.redis_password.clone(),
             }))
         }
+    }
+}
+
+/// A store without Redis given a Redis setting: a deploy that believes its
+/// sessions are shared (or replicated) when they are not, refused at start.
+fn refuse_redis_settings(args: &NodeArgs) -> Result<(), ConfigError> {
+    let given = [
+        ("REDIS_URL", args.redis_url.is_some()),
+        ("REDIS_SENTINELS", args.redis_sentinels.is_some()),
+        (
+            "REDIS_SENTINEL_MASTER",
+            args.redis_sentinel_master.is_some(),
+        ),
+        (
+            "REDIS_SENTINEL_PASSWORD",
+            args.redis_sentinel_password.is_some(),
+        ),
+        ("REDIS_PASSWORD", args.redis_password.is_some()),
+        ("REDIS_MIN_REPLICAS_ACK", args.redis_min_replicas_ack > 0),
+    ];
+    match given.iter().find(|(_, is_given)| *is_given) {
+        Some((setting, _)) => Err(ConfigError::RedisWithoutRedisStore {
+            store: args.session_store.name(),
+            setting,
+        }),
+        None => Ok(()),
     }
 }
 

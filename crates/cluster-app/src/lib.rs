@@ -8,8 +8,10 @@
 
 pub mod bounded_store;
 pub mod configuration;
+pub mod cookie_store;
 pub mod errors;
 pub mod getex_store;
+pub mod memory_store;
 pub mod metrics;
 pub mod primary_pool;
 pub mod probe;

@@ -13,8 +13,9 @@
 //!    session layer. Everything else goes through:
 //! 5. [`store_unavailable`]: a session-store failure becomes a 503, a
 //!    refused write (versioned store only) a 409.
-//! 6. `SessionMiddleware` with the store `SESSION_STORE` names, inside a
-//!    [`BoundedStore`] (timeouts and metrics).
+//! 6. `SessionMiddleware` with the store `SESSION_STORE` names: a Redis store
+//!    inside a [`BoundedStore`] (timeouts and metrics), or one of the stores
+//!    without Redis that the course compares ([`MemoryStore`], [`CappedCookieStore`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -34,8 +35,10 @@ use versioned_session_store::{AtomicCounter, VersionedRedisStore};
 
 use crate::bounded_store::BoundedStore;
 use crate::configuration::{RedisTarget, SessionStoreKind, Settings};
+use crate::cookie_store::CappedCookieStore;
 use crate::errors::{json_body_error, json_error_body, SERVED_BY};
 use crate::getex_store::GetexRedisStore;
+use crate::memory_store::{MemoryStore, DEFAULT_CAPACITY_BYTES};
 use crate::metrics::Metrics;
 use crate::primary_pool::PrimaryPool;
 use crate::request_metrics;
@@ -60,6 +63,8 @@ pub enum StartupError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot set up the Redis pool: {0}")]
     RedisPool(#[from] deadpool_redis::CreatePoolError),
+    #[error("SESSION_STORE needs Redis and none is configured")]
+    NoRedis,
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -89,17 +94,23 @@ impl Application {
     /// [`Application::run_until_stopped`] to serve.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let metrics = Metrics::new(&settings.node_id)?;
-        let pool = primary_pool(&settings).await?;
+        let pool = match &settings.redis {
+            Some(target) => Some(primary_pool(target, &settings).await?),
+            None => None,
+        };
         let drain = DrainSwitch::default();
-        let mut counter = AtomicCounter::new(
-            pool.clone(),
-            settings.redis_key_prefix.as_str(),
-            settings.session_ttl,
-            settings.redis_timeout,
-        );
-        if let Some(acks) = settings.replica_acks {
-            counter = counter.with_replica_acks(acks);
-        }
+        let counter = pool.as_ref().map(|pool| {
+            let counter = AtomicCounter::new(
+                pool.clone(),
+                settings.redis_key_prefix.as_str(),
+                settings.session_ttl,
+                settings.redis_timeout,
+            );
+            match settings.replica_acks {
+                Some(acks) => counter.with_replica_acks(acks),
+                None => counter,
+            }
+        });
         let state = web::Data::new(AppState {
             node_id: settings.node_id.clone(),
             redis: pool.clone(),
@@ -109,8 +120,14 @@ impl Application {
         });
         let signals = ShutdownSignals::install().map_err(StartupError::Signals)?;
 
-        let server = match settings.session_store {
-            SessionStoreKind::RedisGetex => {
+        let server = match (settings.session_store, pool) {
+            (SessionStoreKind::Memory, _) => http_server(
+                MemoryStore::new(settings.session_ttl, DEFAULT_CAPACITY_BYTES),
+                state,
+                &settings,
+            )?,
+            (SessionStoreKind::Cookie, _) => http_server(CappedCookieStore, state, &settings)?,
+            (SessionStoreKind::RedisGetex, Some(pool)) => {
                 let getex = GetexRedisStore::new(
                     pool,
                     &settings.redis_key_prefix,
@@ -123,7 +140,7 @@ impl Application {
                     &settings,
                 )?
             }
-            SessionStoreKind::RedisVersioned => {
+            (SessionStoreKind::RedisVersioned, Some(pool)) => {
                 let mut versioned =
                     VersionedRedisStore::new(pool, settings.redis_key_prefix.as_str());
                 if let Some(acks) = settings.replica_acks {
@@ -134,6 +151,9 @@ impl Application {
                     state,
                     &settings,
                 )?
+            }
+            (SessionStoreKind::RedisGetex | SessionStoreKind::RedisVersioned, None) => {
+                return Err(StartupError::NoRedis)
             }
         };
 
@@ -162,8 +182,11 @@ impl Application {
 /// The pool on `REDIS_URL`, or on the primary Sentinel names: asked once before the node
 /// serves, then followed for the node's life ([`sentinel::follow`]). A node that finds no
 /// primary at start starts anyway and answers 503 until Sentinel names one.
-async fn primary_pool(settings: &Settings) -> Result<PrimaryPool, StartupError> {
-    match &settings.redis {
+async fn primary_pool(
+    target: &RedisTarget,
+    settings: &Settings,
+) -> Result<PrimaryPool, StartupError> {
+    match target {
         RedisTarget::Url(url) => Ok(PrimaryPool::for_url(url, settings.redis_timeout)?),
         RedisTarget::Sentinel(sentinel_settings) => {
             let pool = PrimaryPool::for_sentinel(settings.redis_timeout);

@@ -4,6 +4,9 @@
 //! renders as an empty 500 (`InternalError` around the store's error). This
 //! middleware sits directly around it and tells two cases apart:
 //!
+//! - the cookie store refused a state too large for its cookie
+//!   (`SESSION_STORE=cookie`): `413 {"node","error"}`; the browser keeps the
+//!   cookie it had. Checked first: it arrives in the same wrapper types as the rest.
 //! - the versioned store refused the write (`SESSION_STORE=redis-versioned`):
 //!   `409 {"node","error"}`. The handler ran, its session changes were not
 //!   kept, and retrying on fresh state is right. Checked first, because the
@@ -29,6 +32,7 @@ use actix_web::middleware::Next;
 use actix_web::web;
 use versioned_session_store::{conflict_in, unconfirmed_in};
 
+use crate::cookie_store::{too_large_in, MAX_COOKIE_VALUE_BYTES};
 use crate::errors::ApiError;
 use crate::state::AppState;
 
@@ -38,7 +42,14 @@ pub async fn map_store_errors(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     next.call(req).await.map_err(|err| {
-        if let Some(conflict) = conflict_in(&err) {
+        if too_large_in(&err) {
+            ApiError::new(
+                &state,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the session would not fit in its cookie (at most {MAX_COOKIE_VALUE_BYTES} bytes encrypted); nothing was changed"),
+            )
+            .into()
+        } else if let Some(conflict) = conflict_in(&err) {
             ApiError::session_conflict(&state.node_id, conflict).into()
         } else if unconfirmed_in(&err) {
             ApiError::write_unconfirmed(&state.node_id).into()

@@ -252,6 +252,33 @@ fn bad_configuration_is_one_line_and_exit_code_2() {
             ],
             "REDIS_REPLICA_ACK_TIMEOUT_MS must be at least 1",
         ),
+        (
+            "memory store with a Redis URL",
+            &[],
+            &[
+                ("SESSION_KEY", &valid),
+                ("SESSION_STORE", "memory"),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ],
+            "SESSION_STORE=memory keeps no session in Redis: remove REDIS_URL",
+        ),
+        (
+            "cookie store with sentinels",
+            &[],
+            &[
+                ("SESSION_KEY", &valid),
+                ("SESSION_STORE", "cookie"),
+                ("REDIS_SENTINELS", "127.0.0.1:26379"),
+                ("REDIS_SENTINEL_MASTER", "m"),
+            ],
+            "SESSION_STORE=cookie keeps no session in Redis: remove REDIS_SENTINELS",
+        ),
+        (
+            "cookie store waiting for replicas",
+            &["--session-store", "cookie", "--redis-min-replicas-ack", "1"],
+            &[("SESSION_KEY", &valid)],
+            "SESSION_STORE=cookie keeps no session in Redis: remove REDIS_MIN_REPLICAS_ACK",
+        ),
     ];
     for (name, args, env, expected) in refusals {
         let mut command = command();

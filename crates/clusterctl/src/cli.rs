@@ -1,4 +1,4 @@
-//! The command line: three commands, each flag with an environment fallback.
+//! The command line: four commands; the flags of up and verify have environment fallbacks.
 
 use std::path::PathBuf;
 
@@ -23,6 +23,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// A narrated 3-node tour: what each step does, why, and the evidence.
     Demo(DemoArgs),
+    /// Measure three session designs side by side: in-memory + sticky LB, stateless cookie, shared Redis.
+    Compare(CompareArgs),
 }
 
 /// Where the programs come from.
@@ -75,6 +77,25 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// Where the nodes keep sessions: `redis` (the full tour), `memory` (each node's own
+    /// memory: watch the user become anonymous) or `cookie` (the state in the cookie).
+    #[arg(long, default_value = "redis", value_parser = ["redis", "memory", "cookie"])]
+    pub store: String,
+    /// With --store memory: the load balancer pins each client to one node.
+    #[arg(long)]
+    pub sticky: bool,
+    #[command(flatten)]
+    pub programs: Programs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// A shorter read-throughput phase (0.5 s per design instead of 3): what the test suite runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// Write compare.json and compare.md into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     pub programs: Programs,
 }

@@ -9,7 +9,9 @@
 
 mod cli;
 mod cluster;
+mod compare;
 mod demo;
+mod demo_stores;
 mod load;
 mod lost_updates_figures;
 mod progress;
@@ -26,7 +28,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Command};
-use cluster::{Binaries, ClusterOptions};
+use cluster::{Binaries, ClusterOptions, SessionDesign};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -100,12 +102,48 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 args.programs.redis_bin.as_deref(),
                 true,
             )?;
-            demo::demo(ClusterOptions {
+            let options = ClusterOptions {
                 nodes: 3,
                 lb_port: None,
                 redis_url: None,
                 binaries,
                 wrong_key_on: None,
+            };
+            match args.store.as_str() {
+                "redis" if !args.sticky => demo::demo(options).await,
+                "redis" => anyhow::bail!("--sticky goes with --store memory or cookie"),
+                "memory" => {
+                    let design = SessionDesign {
+                        store: "memory",
+                        sticky: args.sticky,
+                    };
+                    demo_stores::demo_store(options, design).await
+                }
+                _ => {
+                    let design = SessionDesign {
+                        store: "cookie",
+                        sticky: args.sticky,
+                    };
+                    demo_stores::demo_store(options, design).await
+                }
+            }
+        }
+        Command::Compare(args) => {
+            let binaries = Binaries::locate(
+                args.programs.bin_dir.as_deref(),
+                args.programs.redis_bin.as_deref(),
+                true,
+            )?;
+            compare::compare(compare::CompareOptions {
+                cluster: ClusterOptions {
+                    nodes: 3,
+                    lb_port: None,
+                    redis_url: None,
+                    binaries,
+                    wrong_key_on: None,
+                },
+                quick: args.quick,
+                report: args.report,
             })
             .await
         }

@@ -4,7 +4,12 @@
 //! header from one node to another makes the point of the project visible:
 //! the cookie is only an encrypted session id, and any node holding the shared
 //! key can turn it into the same session by asking Redis.
+//!
+//! Each cookie is kept by name: behind a sticky load balancer a client holds
+//! two (the balancer's `lb_backend` and the node's session cookie), and both
+//! must travel together, as a browser sends them.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -36,10 +41,12 @@ impl Reply {
     }
 }
 
-/// One user's session cookie (`name=value`), updated whenever a node sends a new one.
+/// One user's cookies, by name, updated whenever a response sets one.
 #[derive(Debug, Clone, Default)]
 pub struct Session {
-    cookie: Option<String>,
+    cookies: BTreeMap<String, String>,
+    /// The `Cookie` header they make, `name=value; name=value`; `None` when there is none.
+    header: Option<String>,
 }
 
 impl Session {
@@ -49,7 +56,26 @@ impl Session {
 
     /// The `Cookie` header value, e.g. `cluster_session=...`.
     pub fn cookie(&self) -> Option<&str> {
-        self.cookie.as_deref()
+        self.header.as_deref()
+    }
+
+    /// The value of the cookie called `name`, as the server set it.
+    pub fn cookie_value(&self, name: &str) -> Option<&str> {
+        self.cookies.get(name).map(String::as_str)
+    }
+
+    /// A session presenting exactly this `Cookie` header: a copy kept by someone
+    /// else (a stolen cookie replayed after its owner logged out).
+    pub fn with_cookie_header(header: &str) -> Session {
+        let mut session = Session::new();
+        for pair in header.split(';') {
+            session.remember(pair);
+        }
+        session
+    }
+
+    pub async fn logout(&mut self, http: &reqwest::Client, base: &str) -> anyhow::Result<Reply> {
+        self.send(http, Method::POST, base, "/logout", None).await
     }
 
     /// Logs in as `user` through `base` (the LB or a node).
@@ -75,7 +101,7 @@ impl Session {
             reply.body
         );
         anyhow::ensure!(
-            session.cookie.is_some(),
+            session.header.is_some(),
             "login via {base} set no session cookie"
         );
         Ok((session, reply))
@@ -118,7 +144,7 @@ impl Session {
     ) -> anyhow::Result<Reply> {
         let started = Instant::now();
         let mut request = http.request(method.clone(), format!("{base}{path}"));
-        if let Some(cookie) = &self.cookie {
+        if let Some(cookie) = &self.header {
             request = request.header(COOKIE, cookie);
         }
         if let Some(body) = body {
@@ -128,12 +154,10 @@ impl Session {
             .send()
             .await
             .with_context(|| format!("{method} {base}{path}"))?;
-        if let Some(set_cookie) = response
-            .headers()
-            .get(SET_COOKIE)
-            .and_then(|v| v.to_str().ok())
-        {
-            self.remember(set_cookie);
+        for set_cookie in response.headers().get_all(SET_COOKIE) {
+            if let Ok(set_cookie) = set_cookie.to_str() {
+                self.remember(set_cookie);
+            }
         }
         let status = response.status().as_u16();
         let served_by = served_by(response.headers());
@@ -148,13 +172,24 @@ impl Session {
     }
 
     /// Keeps `name=value` of a `Set-Cookie`; a removal cookie (empty value,
-    /// sent on logout) forgets the session.
+    /// sent on logout) forgets that cookie.
     fn remember(&mut self, set_cookie: &str) {
         let pair = set_cookie.split(';').next().unwrap_or_default().trim();
         match pair.split_once('=') {
-            Some((_, "")) | None => self.cookie = None,
-            Some(_) => self.cookie = Some(pair.to_string()),
+            Some((name, "")) => {
+                self.cookies.remove(name);
+            }
+            Some((name, value)) => {
+                self.cookies.insert(name.to_string(), value.to_string());
+            }
+            None => return,
         }
+        let pairs: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        self.header = (!pairs.is_empty()).then(|| pairs.join("; "));
     }
 }
 
@@ -175,6 +210,23 @@ mod tests {
         let mut session = Session::new();
         session.remember("cluster_session=abc%2F123; HttpOnly; SameSite=Lax; Path=/");
         assert_eq!(session.cookie(), Some("cluster_session=abc%2F123"));
+    }
+
+    #[test]
+    fn each_cookie_is_kept_by_name_and_sent_together() {
+        let mut session = Session::new();
+        session.remember("lb_backend=abc; Path=/; HttpOnly");
+        session.remember("cluster_session=one; Path=/");
+        session.remember("cluster_session=two; Path=/");
+        assert_eq!(
+            session.cookie(),
+            Some("cluster_session=two; lb_backend=abc")
+        );
+        assert_eq!(session.cookie_value("lb_backend"), Some("abc"));
+        session.remember("cluster_session=; Max-Age=0");
+        assert_eq!(session.cookie(), Some("lb_backend=abc"));
+        let copy = Session::with_cookie_header("cluster_session=two; lb_backend=abc");
+        assert_eq!(copy.cookie(), Some("cluster_session=two; lb_backend=abc"));
     }
 
     #[test]

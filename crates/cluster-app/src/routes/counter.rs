@@ -8,7 +8,8 @@
 //!   refuses all but one (409).
 //! - `mode=atomic` keeps it in its own Redis key and increments it there
 //!   (`INCR`): concurrent increments are all applied, none refused. The
-//!   session is only read, for the id that names the counter.
+//!   session is only read, for the id that names the counter. A node without
+//!   Redis (`SESSION_STORE=memory` or `cookie`) answers it with a 400.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -33,6 +34,10 @@ impl ModeQuery {
     fn mode(&self, state: &AppState) -> Result<Mode, ApiError> {
         match self.mode.as_deref() {
             None | Some("session") => Ok(Mode::Session),
+            Some("atomic") if state.counter.is_none() => Err(ApiError::bad_request(
+                state,
+                "mode=atomic keeps the counter in Redis; this node's SESSION_STORE uses no Redis",
+            )),
             Some("atomic") => Ok(Mode::Atomic),
             Some(other) => Err(ApiError::bad_request(
                 state,
@@ -62,12 +67,14 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let counter = match query.mode(&state)? {
         Mode::Session => session.counter(),
-        Mode::Atomic => match session.read::<String>(SESSION_ID_KEY) {
-            Some(session_id) => state.counter.value(&session_id).await.map_err(|err| {
-                log::warn!("atomic counter read failed: {err}");
-                ApiError::store_unavailable(&state.node_id)
-            })?,
-            None => 0,
+        Mode::Atomic => match (&state.counter, session.read::<String>(SESSION_ID_KEY)) {
+            (Some(counter), Some(session_id)) => {
+                counter.value(&session_id).await.map_err(|err| {
+                    log::warn!("atomic counter read failed: {err}");
+                    ApiError::store_unavailable(&state.node_id)
+                })?
+            }
+            _ => 0,
         },
     };
     Ok(HttpResponse::Ok().json(json!({ "node": state.node_id, "counter": counter })))
@@ -85,9 +92,12 @@ fn increment_in_session(session: &SessionData) -> Result<i64, ApiError> {
 /// One `INCR` in Redis. The session id is set at login; a session that has
 /// none yet gets one here, which writes the session once.
 async fn increment_in_redis(state: &AppState, session: &SessionData) -> Result<i64, ApiError> {
+    let Some(counter) = &state.counter else {
+        return Err(ApiError::bad_request(state, "mode=atomic needs Redis"));
+    };
     let session_id = ensure_session_id(session.session())
         .map_err(|err| ApiError::internal(state, "cannot store the session id", err))?;
-    state.counter.increment(&session_id).await.map_err(|err| {
+    counter.increment(&session_id).await.map_err(|err| {
         log::warn!("atomic counter increment failed: {err}");
         match err {
             CounterError::Unconfirmed(_) => {

@@ -2,7 +2,8 @@
 //!
 //! Liveness says "the process serves HTTP": restarting it would not help
 //! with anything else. Readiness says "send me traffic": Redis answers and
-//! the node is not draining. A load balancer routes on readiness.
+//! the node is not draining (a node whose sessions need no Redis, `memory` or
+//! `cookie`, is ready unless draining). A load balancer routes on readiness.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -19,7 +20,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(json!({ "node": state.node_id, "status": "draining" }));
     }
-    if !state.redis.ping().await {
+    let redis_answers = match &state.redis {
+        Some(pool) => pool.ping().await,
+        None => true,
+    };
+    if !redis_answers {
         return HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, "1"))
             .json(json!({ "node": state.node_id, "status": "redis unavailable" }));

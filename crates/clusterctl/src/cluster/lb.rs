@@ -25,6 +25,9 @@ pub struct Lb {
 }
 
 impl Lb {
+    /// Each argument is one setting of the process (`sticky`: cluster-lb's `--sticky`, for the
+    /// in-memory design that `clusterctl compare` measures); a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         program: &Path,
         port: u16,
@@ -33,6 +36,7 @@ impl Lb {
         backends: &[String],
         log_dir: &Path,
         http: reqwest::Client,
+        sticky: bool,
     ) -> anyhow::Result<Lb> {
         let listen = format!("127.0.0.1:{port}");
         let admin_listen = format!("127.0.0.1:{admin_port}");
@@ -48,6 +52,9 @@ impl Lb {
             "--health-rise".into(),
             HEALTH_RISE.to_string(),
         ];
+        if sticky {
+            args.push("--sticky".into());
+        }
         for backend in backends {
             args.push("--backend".into());
             args.push(backend.clone());

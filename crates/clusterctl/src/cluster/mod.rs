@@ -36,6 +36,22 @@ pub struct ClusterOptions {
     pub wrong_key_on: Option<String>,
 }
 
+/// How a cluster keeps sessions: the nodes' `SESSION_STORE`, and whether the
+/// load balancer pins each client to one node (`--sticky`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionDesign {
+    pub store: &'static str,
+    pub sticky: bool,
+}
+
+impl SessionDesign {
+    /// The project's design: sessions in a shared Redis, any node serves any request.
+    pub const SHARED_REDIS: SessionDesign = SessionDesign {
+        store: "redis",
+        sticky: false,
+    };
+}
+
 /// The harness's patience for one request. Nodes answer within their Redis
 /// timeout even when Redis is gone, so only a hang (or a machine starved of
 /// CPU) gets this far.
@@ -63,6 +79,15 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(options: &ClusterOptions) -> anyhow::Result<Cluster> {
+        Cluster::start_with(options, SessionDesign::SHARED_REDIS).await
+    }
+
+    /// A cluster whose nodes keep sessions as `design` says. Redis is started
+    /// either way (the nodes of a design without Redis are not told of it).
+    pub async fn start_with(
+        options: &ClusterOptions,
+        design: SessionDesign,
+    ) -> anyhow::Result<Cluster> {
         let started = Instant::now();
         let ids: Vec<String> = (1..=options.nodes).map(|i| format!("node{i}")).collect();
         if let Some(odd) = &options.wrong_key_on {
@@ -94,6 +119,7 @@ impl Cluster {
             drain_ms: 300,
             redis_timeout_ms: 500,
             workers: 1,
+            session_store: design.store.to_string(),
         };
 
         let mut nodes = Vec::with_capacity(options.nodes);
@@ -130,6 +156,7 @@ impl Cluster {
                 &backends,
                 workdir.path(),
                 http.clone(),
+                design.sticky,
             )?;
             match lb.wait_ready(READY_LIMIT).await {
                 Ok(()) => break lb,

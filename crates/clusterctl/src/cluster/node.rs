@@ -19,6 +19,15 @@ pub struct NodeSettings {
     /// Bound on every Redis call: the node answers 503 after this, never hangs.
     pub redis_timeout_ms: u64,
     pub workers: usize,
+    /// `SESSION_STORE`: `redis` unless a design without Redis (`memory`, `cookie`) is compared.
+    pub session_store: String,
+}
+
+impl NodeSettings {
+    /// Whether the node's store keeps sessions in Redis (and so is given `--redis-url`).
+    pub fn uses_redis(&self) -> bool {
+        self.session_store.starts_with("redis")
+    }
 }
 
 pub struct Node {
@@ -40,30 +49,35 @@ impl Node {
         log_dir: &Path,
     ) -> anyhow::Result<Node> {
         let addr = format!("127.0.0.1:{port}");
+        let mut args: Vec<String> = vec![
+            "--node-id".into(),
+            id.into(),
+            "--listen-addr".into(),
+            addr.clone(),
+        ];
+        // A store without Redis refuses a Redis URL (it would share nothing through it).
+        if settings.uses_redis() {
+            args.extend(["--redis-url".into(), settings.redis_url.clone()]);
+        }
+        args.extend([
+            "--drain-ms".into(),
+            settings.drain_ms.to_string(),
+            "--redis-timeout-ms".into(),
+            settings.redis_timeout_ms.to_string(),
+            "--workers".into(),
+            settings.workers.to_string(),
+        ]);
         let spec = ChildSpec {
             name: id.to_string(),
             program: program.to_path_buf(),
-            args: vec![
-                "--node-id".into(),
-                id.into(),
-                "--listen-addr".into(),
-                addr.clone(),
-                "--redis-url".into(),
-                settings.redis_url.clone(),
-                "--drain-ms".into(),
-                settings.drain_ms.to_string(),
-                "--redis-timeout-ms".into(),
-                settings.redis_timeout_ms.to_string(),
-                "--workers".into(),
-                settings.workers.to_string(),
-            ],
+            args,
             env: vec![
                 // Through the environment, not argv: argv is visible in `ps`.
                 ("SESSION_KEY".into(), settings.session_key.clone()),
                 // Plain http on loopback: a Secure cookie would never be sent back.
                 ("COOKIE_SECURE".into(), "false".into()),
-                // Stated, not inherited: the default store unless a scenario switches it.
-                ("SESSION_STORE".into(), "redis".into()),
+                // Stated, not inherited: `redis` unless a scenario or a design switches it.
+                ("SESSION_STORE".into(), settings.session_store.clone()),
             ],
             log: log_dir.join(format!("{id}.log")),
             detached: true,
