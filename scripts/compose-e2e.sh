@@ -11,6 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=scripts/e2e-common.sh
+. scripts/e2e-common.sh
+
 say() { echo "compose-e2e: $*"; }
 
 if ! docker info >/dev/null 2>&1; then
@@ -35,19 +38,6 @@ stage_done() {
   stage_started=$SECONDS
 }
 
-# Five distinct TCP ports nobody listens on, for the published ports.
-free_ports() {
-  local ports=() port
-  while [ ${#ports[@]} -lt 5 ]; do
-    port=$((20000 + RANDOM % 20000))
-    [[ " ${ports[*]} " == *" $port "* ]] && continue
-    [ -z "$(ss -Hltn "sport = :$port")" ] && ports+=("$port")
-  done
-  echo "${ports[*]}"
-}
-
-random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
-
 # Everything compose reads is set here, so the caller's .env (if any) changes nothing that
 # matters; a docker-compose.override.yml is ignored too.
 export COMPOSE_PROJECT_NAME="clusterlab-e2e-$$-$RANDOM"
@@ -56,7 +46,7 @@ export APP_IMAGE="actix-cluster-lab:$COMPOSE_PROJECT_NAME"
 export APP_TARGET=runtime-prebuilt
 SESSION_KEY=$(random_hex 64)
 LB_ADMIN_TOKEN=$(random_hex 32)
-read -r LB_PORT LB_ADMIN_PORT NODE1_PORT NODE2_PORT NODE3_PORT < <(free_ports)
+read -r LB_PORT LB_ADMIN_PORT NODE1_PORT NODE2_PORT NODE3_PORT < <(free_ports 5)
 export SESSION_KEY LB_ADMIN_TOKEN LB_PORT LB_ADMIN_PORT NODE1_PORT NODE2_PORT NODE3_PORT
 
 log=$(mktemp)
@@ -86,29 +76,10 @@ trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Runs a stage quietly; on failure shows its output and fails the test.
-quietly() {
-  if ! "$@" >"$log" 2>&1; then
-    tail -n 40 "$log"
-    say "failed: $*"
-    return 1
-  fi
-}
-
-if [ -n "${REDIS_IMAGE:-}" ] && [ -n "${RUNTIME_IMAGE:-}" ]; then
-  say "base images from the environment: $REDIS_IMAGE, $RUNTIME_IMAGE"
-elif docker image inspect redis:7 debian:bookworm-slim >/dev/null 2>&1; then
-  export REDIS_IMAGE=redis:7 RUNTIME_IMAGE=debian:bookworm-slim
-  say "base images: redis:7 and debian:bookworm-slim (present locally)"
-else
-  say "redis:7 / debian:bookworm-slim not present: offline stand-ins (scripts/offline-images.sh)"
-  eval "$(scripts/offline-images.sh)"
-  # APP_TARGET from offline-images.sh is runtime-prebuilt as well.
-fi
+e2e_base_images
 stage_done "base-images"
 
-say "cargo build --release -p cluster-app -p cluster-lb"
-quietly env -u CARGO_TARGET_DIR cargo build --release -p cluster-app -p cluster-lb
+e2e_release_build
 stage_done "cargo-build"
 
 # One build: every app service runs this image tag. (Building each service would copy
