@@ -6,8 +6,8 @@
 --   FAILOVER_EXPECT                   text a 200 must contain (default: the user, as JSON)
 --   FAILOVER_DELAY_MS                 each connection waits this long between requests
 --   FAILOVER_MAX_REQUESTS_PER_THREAD  each thread stops after this many requests
---   FAILOVER_STOP_FILE                optional: each thread stops sending once this file
---                                     exists, after its last response came back
+--   FAILOVER_STOP_FILE                optional: each thread stops once this file exists,
+--                                     at its next response (so nothing is left in flight)
 -- wrk's -d bounds the time. A stop file ends a run cleanly: stopping wrk by SIGINT while a
 -- request is on the wire would miscount it (the LB may have served it, wrk never saw it).
 -- With one connection per thread (-t N -c N), a thread that stops has nothing in flight.
@@ -47,7 +47,7 @@ end
 
 function request()
   sent = sent + 1
-  if sent > max_requests or stop_file_exists() then
+  if sent > max_requests then
     wrk.thread:stop()
   end
   return wrk.request()
@@ -63,6 +63,11 @@ function response(status, headers, body)
   end
   local node = headers["X-Served-By"] or headers["x-served-by"] or "(none)"
   served[node] = (served[node] or 0) + 1
+  -- Here, not in request(): a request returned there is sent even if the thread stops, and
+  -- its answer is never counted. Stopped here, the thread's connection is idle.
+  if stop_file_exists() then
+    wrk.thread:stop()
+  end
 end
 
 -- One machine-readable line for the scripts, then one line per node that answered.

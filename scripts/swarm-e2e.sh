@@ -124,6 +124,7 @@ docker secret create "$LB_ADMIN_TOKEN_SECRET" "$workdir/admin-token" >/dev/null
 admin_auth="Authorization: Bearer $(cat "$workdir/admin-token")"
 
 say "docker stack deploy $STACK (LB on 127.0.0.1:$LB_PORT, admin :$LB_ADMIN_PORT)"
+deployed_at=$SECONDS
 stack_deployed=yes
 quietly docker stack deploy --resolve-image never -c deploy/swarm/stack.yml "$STACK"
 
@@ -157,7 +158,7 @@ wait_converged() {
 
 say "waiting for 3 node tasks and the LB to see them up"
 wait_converged 3 120
-say "stack up after $((SECONDS - started)) s"
+say "stack up $((SECONDS - deployed_at)) s after the deploy"
 
 # --- A logged-in session ---
 login_headers="$workdir/login-headers"
@@ -204,7 +205,7 @@ stop_load() {
   load_pids=()
 }
 
-field() { sed -nE "s/^RESULT .* $2=([0-9]+).*/\1/p" "$workdir/$1.out"; }
+field() { sed -nE "s/^RESULT (.* )?$2=([0-9]+).*/\2/p" "$workdir/$1.out"; }
 failures() {
   local f=$1
   echo $(( $(field "$f" not_ok) + $(field "$f" logged_out) + $(field "$f" connect_errors) \
@@ -296,6 +297,6 @@ run_step "rolling update" rolling_update
 run_step "SIGKILL one node" kill_one_node
 
 echo
-say "summary (2026 runs on this machine; all load through 127.0.0.1:$LB_PORT):"
+say "summary ($(date -u +%F), $(nproc) cores; all load through 127.0.0.1:$LB_PORT):"
 for line in "${report[@]}"; do echo "  $line"; done
 [ "$failed_checks" -eq 0 ] || { say "$failed_checks checks failed"; exit 1; }
