@@ -12,6 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=scripts/e2e-common.sh
+. scripts/e2e-common.sh
+
 say() { echo "compose-e2e: $*"; }
 
 if ! docker info >/dev/null 2>&1; then
@@ -36,19 +39,6 @@ stage_done() {
   stage_started=$SECONDS
 }
 
-# Five distinct TCP ports no socket uses, for the published ports: below 32768, where the
-# kernel does not pick the local ports of outgoing connections (ip_local_port_range), and
-# checked in every state, since a connection's local port blocks a listener too.
-free_ports() {
-  local ports=() port
-  while [ ${#ports[@]} -lt 5 ]; do
-    port=$((20000 + RANDOM % 12768))
-    [[ " ${ports[*]} " == *" $port "* ]] && continue
-    [ -z "$(ss -Htan "sport = :$port")" ] && ports+=("$port")
-  done
-  echo "${ports[*]}"
-}
-
 # The first three numbers of a /24 under 172.31 that no route of this machine covers (every
 # Docker network has one), for docker-compose.sentinel.yml's fixed addresses.
 free_redis_net() {
@@ -63,8 +53,6 @@ free_redis_net() {
   say "no free 172.31.x.0/24 network"
   return 1
 }
-
-random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 
 # Everything compose reads is set here, so the caller's .env (if any) changes nothing that
 # matters; a docker-compose.override.yml is ignored too.
@@ -104,29 +92,10 @@ trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Runs a stage quietly; on failure shows its output and fails the test.
-quietly() {
-  if ! "$@" >"$log" 2>&1; then
-    tail -n 40 "$log"
-    say "failed: $*"
-    return 1
-  fi
-}
-
-if [ -n "${REDIS_IMAGE:-}" ] && [ -n "${RUNTIME_IMAGE:-}" ]; then
-  say "base images from the environment: $REDIS_IMAGE, $RUNTIME_IMAGE"
-elif docker image inspect redis:7 debian:bookworm-slim >/dev/null 2>&1; then
-  export REDIS_IMAGE=redis:7 RUNTIME_IMAGE=debian:bookworm-slim
-  say "base images: redis:7 and debian:bookworm-slim (present locally)"
-else
-  say "redis:7 / debian:bookworm-slim not present: offline stand-ins (scripts/offline-images.sh)"
-  eval "$(scripts/offline-images.sh)"
-  # APP_TARGET from offline-images.sh is runtime-prebuilt as well.
-fi
+e2e_base_images
 stage_done "base-images"
 
-say "cargo build --release -p cluster-app -p cluster-lb"
-quietly env -u CARGO_TARGET_DIR cargo build --release -p cluster-app -p cluster-lb
+e2e_release_build
 stage_done "cargo-build"
 
 # One build: every app service runs this image tag. (Building each service would copy
@@ -143,7 +112,7 @@ run_cluster() {
   local name=$1 compose_file=$2 expected=$3; shift 3
   export COMPOSE_PROJECT_NAME="$run_id-$name"
   export COMPOSE_FILE=$compose_file
-  read -r LB_PORT LB_ADMIN_PORT NODE1_PORT NODE2_PORT NODE3_PORT < <(free_ports)
+  read -r LB_PORT LB_ADMIN_PORT NODE1_PORT NODE2_PORT NODE3_PORT < <(free_ports 5)
   export LB_PORT LB_ADMIN_PORT NODE1_PORT NODE2_PORT NODE3_PORT
 
   say "compose up -d (project $COMPOSE_PROJECT_NAME, $COMPOSE_FILE; LB on 127.0.0.1:$LB_PORT, admin :$LB_ADMIN_PORT, nodes :$NODE1_PORT :$NODE2_PORT :$NODE3_PORT)"

@@ -102,6 +102,13 @@ pub struct SettingsLayer {
     )]
     pub admin_token: Option<String>,
 
+    #[arg(
+        long,
+        env = "LB_ADMIN_TOKEN_FILE",
+        help = "File holding the admin bearer token (a Docker or Kubernetes secret); surrounding whitespace is trimmed"
+    )]
+    pub admin_token_file: Option<PathBuf>,
+
     #[arg(long, env = "LB_ALGORITHM", value_enum, help = with_default("How a backend is chosen for each request", AlgorithmArg::from(defaults().proxy.algorithm).name()))]
     pub algorithm: Option<AlgorithmArg>,
 
@@ -192,6 +199,7 @@ impl SettingsLayer {
             dns_server,
             admin_listen,
             admin_token,
+            admin_token_file,
             algorithm,
             sticky,
             health_path,
@@ -223,6 +231,7 @@ impl SettingsLayer {
             dns_server: dns_server.or(lower.dns_server),
             admin_listen: admin_listen.or(lower.admin_listen),
             admin_token: admin_token.or(lower.admin_token),
+            admin_token_file: admin_token_file.or(lower.admin_token_file),
             algorithm: algorithm.or(lower.algorithm),
             // A switch: either source can turn it on.
             sticky: sticky || lower.sticky,
@@ -384,9 +393,18 @@ pub enum ConfigError {
     #[error("health path must start with '/', got {0:?}")]
     HealthPath(String),
     #[error(
-        "admin API on non-loopback address {0} needs a token (--admin-token / LB_ADMIN_TOKEN)"
+        "admin API on non-loopback address {0} needs a token (--admin-token / LB_ADMIN_TOKEN or --admin-token-file / LB_ADMIN_TOKEN_FILE)"
     )]
     AdminTokenMissing(SocketAddr),
+    #[error("cannot read admin token file {}: {source}", path.display())]
+    AdminTokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("admin token file {} is empty", .0.display())]
+    AdminTokenFileEmpty(PathBuf),
+    #[error("admin token given twice: use either a token (--admin-token / LB_ADMIN_TOKEN) or a token file (--admin-token-file / LB_ADMIN_TOKEN_FILE)")]
+    AdminTokenTwice,
 }
 
 /// The smallest header limit accepted: below it ordinary browser requests would get 431.
@@ -434,7 +452,7 @@ impl Settings {
         let mut settings = Settings::with_backends(Vec::new());
         settings.listen = given.listen.unwrap_or(settings.listen);
         settings.admin_listen = given.admin_listen.unwrap_or(settings.admin_listen);
-        settings.admin_token = given.admin_token.filter(|t| !t.is_empty());
+        settings.admin_token = admin_token(given.admin_token, given.admin_token_file)?;
 
         let backends = given.backends.unwrap_or_default();
         for address in backends.iter().map(|b| b.trim()).filter(|b| !b.is_empty()) {
@@ -569,6 +587,33 @@ impl Settings {
     }
 }
 
+/// The admin token, given directly or as a file. A file is how orchestrators hand out secrets
+/// (a Docker secret is mounted at /run/secrets/NAME) without putting them in the environment,
+/// where `docker inspect` shows them. Giving both is refused rather than silently preferring
+/// one, so an operator never guards the admin API with a token they did not mean.
+fn admin_token(
+    token: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    let token = token.filter(|t| !t.is_empty());
+    let Some(path) = file else {
+        return Ok(token);
+    };
+    if token.is_some() {
+        return Err(ConfigError::AdminTokenTwice);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::AdminTokenFile {
+        path: path.clone(),
+        source,
+    })?;
+    // Files written by `echo` or an editor end in a newline that is no part of the token.
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ConfigError::AdminTokenFileEmpty(path));
+    }
+    Ok(Some(token.to_string()))
+}
+
 fn read_file(path: &Path) -> Result<SettingsLayer, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         path: path.to_path_buf(),
@@ -649,6 +694,10 @@ mod tests {
         Settings::from_cli(&cli)
     }
 
+    /// A token file with a trailing newline, as `echo token > file` writes it.
+    const ADMIN_TOKEN_FIXTURE: &str =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/admin-token");
+
     /// Every setting: its flag, its environment variable, its TOML key, and one value in each
     /// syntax. The names are the public interface; this table is what keeps them.
     const EVERY_SETTING: &[(&str, &str, &str, &str, &str)] = &[
@@ -700,6 +749,17 @@ mod tests {
             "admin_token",
             "secret",
             "\"secret\"",
+        ),
+        (
+            "--admin-token-file",
+            "LB_ADMIN_TOKEN_FILE",
+            "admin_token_file",
+            ADMIN_TOKEN_FIXTURE,
+            concat!(
+                "\"",
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/admin-token\""
+            ),
         ),
         (
             "--algorithm",
@@ -972,6 +1032,49 @@ mod tests {
         let missing = refused(&["--config=/nonexistent/cluster-lb.toml"]);
         assert!(matches!(missing, ConfigError::ReadFile { .. }));
         assert!(missing.source().is_some(), "the I/O error is kept");
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_a_file_trimmed_and_only_one_way() {
+        let from_file = settings(&[
+            &format!("--admin-token-file={ADMIN_TOKEN_FIXTURE}"),
+            "--admin-listen=0.0.0.0:1",
+        ])
+        .expect("a token file satisfies a public admin listener");
+        let expected = std::fs::read_to_string(ADMIN_TOKEN_FIXTURE).expect("fixture");
+        assert_ne!(
+            expected,
+            expected.trim(),
+            "the fixture has whitespace to trim"
+        );
+        assert_eq!(from_file.admin_token.as_deref(), Some(expected.trim()));
+
+        let both = settings(&[
+            "--admin-token=direct",
+            &format!("--admin-token-file={ADMIN_TOKEN_FIXTURE}"),
+        ]);
+        assert!(matches!(both, Err(ConfigError::AdminTokenTwice)));
+
+        let in_file_and_flag: SettingsLayer =
+            toml::from_str(&format!("admin_token_file = {ADMIN_TOKEN_FIXTURE:?}")).unwrap();
+        let cli = Cli::try_parse_from(["cluster-lb", "--admin-token=direct"]).unwrap();
+        assert!(matches!(
+            Settings::from_layer(cli.settings.over(in_file_and_flag)),
+            Err(ConfigError::AdminTokenTwice)
+        ));
+
+        let dir = std::env::temp_dir().join(format!("cluster-lb-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let blank = dir.join("blank");
+        std::fs::write(&blank, " \n\t\n").unwrap();
+        let empty = settings(&[&format!("--admin-token-file={}", blank.display())]);
+        assert!(matches!(empty, Err(ConfigError::AdminTokenFileEmpty(_))));
+        let missing = settings(&[&format!(
+            "--admin-token-file={}",
+            dir.join("missing").display()
+        )]);
+        assert!(matches!(missing, Err(ConfigError::AdminTokenFile { .. })));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

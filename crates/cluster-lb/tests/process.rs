@@ -33,6 +33,8 @@ fn bad_configuration_exits_2_with_one_line() {
         .expect("write");
     let bad_syntax = dir.join("syntax.toml");
     std::fs::write(&bad_syntax, "backends = [\"a:1\"\n").expect("write");
+    let blank_token = dir.join("blank-token");
+    std::fs::write(&blank_token, "\n").expect("write");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["--listen".into(), "not-an-address".into()], "--listen"),
         (vec!["--backend".into(), "node1".into()], "node1"),
@@ -68,6 +70,29 @@ fn bad_configuration_exits_2_with_one_line() {
         (
             vec!["--admin-listen".into(), "0.0.0.0:18081".into()],
             "token",
+        ),
+        (
+            vec![
+                "--admin-token-file".into(),
+                dir.join("no-token").display().to_string(),
+            ],
+            "cannot read admin token file",
+        ),
+        (
+            vec![
+                "--admin-token-file".into(),
+                blank_token.display().to_string(),
+            ],
+            "is empty",
+        ),
+        (
+            vec![
+                "--admin-token".into(),
+                "direct".into(),
+                "--admin-token-file".into(),
+                ADMIN_TOKEN_FIXTURE.into(),
+            ],
+            "given twice",
         ),
     ];
     for (args, expected) in cases {
@@ -115,6 +140,32 @@ async fn admin_token_from_the_environment_guards_a_public_admin_listener() {
     );
     let proxied = http.get(lb.url("/")).send().await.expect("response");
     assert_own_503(proxied, "the only backend is draining").await;
+}
+
+/// The token as a Docker secret would hand it over: a file, with a trailing newline.
+const ADMIN_TOKEN_FIXTURE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/admin-token");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_file_guards_a_public_admin_listener() {
+    let backend = TestBackend::start("a").await;
+    let token = std::fs::read_to_string(ADMIN_TOKEN_FIXTURE).expect("fixture");
+    let lb = LbBuilder::new()
+        .admin_on_all_interfaces()
+        .env("LB_ADMIN_TOKEN_FILE", ADMIN_TOKEN_FIXTURE)
+        .env("LB_BACKENDS", backend.address());
+    let _running = lb.spawn();
+    let http = client();
+    let drain_url = lb.admin_url(&format!("/backends/{}/drain", backend.address()));
+    assert_eq!(status_of(http.post(&drain_url)).await, 401);
+    assert_eq!(
+        status_of(http.post(&drain_url).bearer_auth("t0ken")).await,
+        401
+    );
+    assert_eq!(
+        status_of(http.post(&drain_url).bearer_auth(token.trim())).await,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

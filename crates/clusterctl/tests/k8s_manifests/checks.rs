@@ -398,10 +398,13 @@ pub fn secret_keys_exist(m: &Manifests) -> Vec<String> {
                     ));
                 }
             }
-            if let Some(file) = container.env("SESSION_KEY_FILE") {
+            for variable in ["SESSION_KEY_FILE", "LB_ADMIN_TOKEN_FILE"] {
+                let Some(file) = container.env(variable) else {
+                    continue;
+                };
                 if !mounted_secret_file(&container, &volumes, file, &has_key) {
                     problems.push(format!(
-                        "{} {}: SESSION_KEY_FILE {file} is no file of a mounted Secret",
+                        "{} {}: {variable} {file} is no file of a mounted Secret",
                         workload.id(),
                         container.name()
                     ));

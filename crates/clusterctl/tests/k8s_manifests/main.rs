@@ -184,10 +184,17 @@ fn every_check_catches_its_mistake() {
         },
         Mistake {
             file: "lb-deployment.yaml",
-            from: "key: lb-admin-token",
-            to: "key: admin-token",
+            from: "- key: lb-admin-token",
+            to: "- key: admin-token",
             check: &secret_keys_exist,
-            reported: "reads key \"admin-token\" of Secret cluster-secrets",
+            reported: "mounts key \"admin-token\" of Secret cluster-secrets",
+        },
+        Mistake {
+            file: "lb-deployment.yaml",
+            from: "value: /run/secrets/cluster/lb-admin-token",
+            to: "value: /run/secrets/lb-admin-token",
+            check: &secret_keys_exist,
+            reported: "LB_ADMIN_TOKEN_FILE /run/secrets/lb-admin-token is no file of a mounted Secret",
         },
         Mistake {
             file: "node-deployment.yaml",
