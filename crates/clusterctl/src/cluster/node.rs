@@ -7,10 +7,14 @@ use anyhow::bail;
 
 use cluster_kit::{wait_until, ChildGuard, ChildSpec};
 
+use super::RedisAddress;
+
 /// Settings every node of one cluster shares.
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
-    pub redis_url: String,
+    pub redis: RedisAddress,
+    /// `REDIS_MIN_REPLICAS_ACK`: replicas each write waits for (0: none).
+    pub min_replicas_ack: u32,
     /// Hex, 64 bytes: the cookie encryption key. Identical on every node, or a
     /// node cannot read the cookies the others issued.
     pub session_key: String,
@@ -40,6 +44,15 @@ impl Node {
         log_dir: &Path,
     ) -> anyhow::Result<Node> {
         let addr = format!("127.0.0.1:{port}");
+        let redis_args: Vec<String> = match &settings.redis {
+            RedisAddress::Url(url) => vec!["--redis-url".into(), url.clone()],
+            RedisAddress::Sentinels { sentinels, master } => vec![
+                "--redis-sentinels".into(),
+                sentinels.clone(),
+                "--redis-sentinel-master".into(),
+                master.clone(),
+            ],
+        };
         let spec = ChildSpec {
             name: id.to_string(),
             program: program.to_path_buf(),
@@ -48,15 +61,18 @@ impl Node {
                 id.into(),
                 "--listen-addr".into(),
                 addr.clone(),
-                "--redis-url".into(),
-                settings.redis_url.clone(),
+            ]
+            .into_iter()
+            .chain(redis_args)
+            .chain([
                 "--drain-ms".into(),
                 settings.drain_ms.to_string(),
                 "--redis-timeout-ms".into(),
                 settings.redis_timeout_ms.to_string(),
                 "--workers".into(),
                 settings.workers.to_string(),
-            ],
+            ])
+            .collect(),
             env: vec![
                 // Through the environment, not argv: argv is visible in `ps`.
                 ("SESSION_KEY".into(), settings.session_key.clone()),
@@ -64,6 +80,10 @@ impl Node {
                 ("COOKIE_SECURE".into(), "false".into()),
                 // Stated, not inherited: the default store unless a scenario switches it.
                 ("SESSION_STORE".into(), "redis".into()),
+                (
+                    "REDIS_MIN_REPLICAS_ACK".into(),
+                    settings.min_replicas_ack.to_string(),
+                ),
             ],
             log: log_dir.join(format!("{id}.log")),
             detached: true,
@@ -134,7 +154,13 @@ impl Node {
     /// Starts the process again with another `SESSION_STORE` (`redis` or
     /// `redis-versioned`); later restarts keep it.
     pub fn restart_with_session_store(&mut self, store: &str) -> anyhow::Result<()> {
-        self.process.set_env("SESSION_STORE", store);
+        self.restart_with_env("SESSION_STORE", store)
+    }
+
+    /// Starts the process again with the environment variable `name` set to `value` (e.g.
+    /// `REDIS_MIN_REPLICAS_ACK`); later restarts keep it.
+    pub fn restart_with_env(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
+        self.process.set_env(name, value);
         self.process.restart()
     }
 }
