@@ -155,6 +155,59 @@ fn demo_tells_every_step_and_exits_0() {
 }
 
 #[test]
+fn demo_over_sentinel_kills_the_primary_and_keeps_the_session() {
+    let out = tempfile::tempdir().unwrap();
+    let run = clusterctl(
+        &["demo", "--redis", "sentinel"],
+        out.path(),
+        Duration::from_secs(150),
+    );
+    assert!(
+        run.status.success(),
+        "demo --redis sentinel failed ({}):\n{}",
+        run.status,
+        run.stdout
+    );
+    assert!(run.children >= 10, "3 redis-server, 3 sentinels, 3 nodes, the LB");
+    let failover = run
+        .stdout
+        .split("==> SIGKILL the Redis primary")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Redis primary kill step in:\n{}", run.stdout));
+    assert!(
+        failover.contains("Sentinel announced redis"),
+        "the new primary is shown:\n{failover}"
+    );
+    assert!(
+        failover.contains("says user = alice"),
+        "alice's session survives the primary:\n{failover}"
+    );
+    assert!(run.stdout.contains("Done."), "{}", run.stdout);
+}
+
+#[test]
+fn contradictory_redis_options_are_one_line_and_exit_2() {
+    for args in [
+        &["up", "--redis", "single", "--min-replicas-ack", "1"][..],
+        &["up", "--redis", "sentinel", "--redis-url", "redis://127.0.0.1:1"][..],
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_clusterctl"));
+        let output = command
+            .args(args)
+            .env_remove("CLUSTERCTL_REDIS")
+            .env_remove("CLUSTERCTL_REDIS_URL")
+            .current_dir(out.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("--redis"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn verify_exits_1_when_a_node_has_the_wrong_session_key() {
     let out = tempfile::tempdir().unwrap();
     let report = out.path().join("report.json");
