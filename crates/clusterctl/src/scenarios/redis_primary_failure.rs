@@ -16,8 +16,9 @@
 //! requests by kind (each must be a fast 503, none a hang), the sessions logged in before
 //! that still hold their user after, and the acknowledged atomic increments the final
 //! counters do not hold (Jepsen's method: every acknowledged write recorded, the final state
-//! checked). A run with acks must lose none; a run without acks reports what it lost, since
-//! losing the last writes before a crash is what asynchronous replication means.
+//! checked). The kill with acks must lose none; the other runs report what they lost, since
+//! losing the last writes before a crash is what asynchronous replication means, and `WAIT`
+//! for one of two replicas narrows that window without closing it.
 
 use std::time::Duration;
 
@@ -149,7 +150,12 @@ pub async fn run(ctx: &mut Context<'_>, fault: Fault) -> anyhow::Result<Scenario
                 .map_or_else(|| "never".into(), |t| format!("{t} ms")),
             run.old_primary_replica_ms.is_some(),
         ));
-        if run.min_replicas_ack > 0 {
+        // Only the kill with acks is held to 0. After a pause, writes confirmed by one replica
+        // have been lost in a run with acks too: WAIT 1 confirms one of the two replicas, and
+        // Sentinel, choosing from the replicas' offsets as it last saw them, may promote the
+        // other; the replica that had the write then copies the new primary and drops it.
+        // That is Redis's own limit, reported rather than failed (docs/redis-ha.md).
+        if fault == Fault::Kill && run.min_replicas_ack > 0 {
             checks.push(Check::new(
                 &label("acknowledged increments lost"),
                 0,
