@@ -209,7 +209,9 @@ fn min_replicas_set_while_running_applies_to_every_instance_and_can_be_lifted() 
         "writes are accepted again with the replicas back"
     );
 
-    topology.set_min_replicas(None).expect("lift on every instance");
+    topology
+        .set_min_replicas(None)
+        .expect("lift on every instance");
     for index in 0..3 {
         assert_eq!(min_replicas_on(&topology, index), "0", "redis {index}");
     }
@@ -225,7 +227,12 @@ fn min_replicas_set_while_running_applies_to_every_instance_and_can_be_lifted() 
         let lags: Vec<u64> = info
             .lines()
             .filter_map(|line| line.split("lag=").nth(1))
-            .filter_map(|lag| lag.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .filter_map(|lag| {
+                lag.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .collect();
         (lags.len() == 2 && lags.iter().all(|&lag| lag >= 2)).then_some(())
     });

@@ -51,12 +51,19 @@ pub async fn kill_the_primary(cluster: &mut Cluster, alice: &Session) -> anyhow:
         load.elapsed().saturating_sub(killed).as_millis()
     ));
     // Service is back when a request succeeds after the failures the kill caused.
-    let back = wait_until(Duration::from_secs(10), Duration::from_millis(20), || async {
-        let (failed, outage) = load.inspect(|ledger| {
-            (ledger.summary(load.elapsed()).total.failed(), ledger.outage_since())
-        });
-        (failed > 0 && outage.is_none()).then_some(())
-    })
+    let back = wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            let (failed, outage) = load.inspect(|ledger| {
+                (
+                    ledger.summary(load.elapsed()).total.failed(),
+                    ledger.outage_since(),
+                )
+            });
+            (failed > 0 && outage.is_none()).then_some(())
+        },
+    )
     .await;
     if back.is_none() {
         evidence("the load still fails 10 s after the failover");
@@ -73,7 +80,11 @@ pub async fn kill_the_primary(cluster: &mut Cluster, alice: &Session) -> anyhow:
         summary.total.sent,
         summary.total.ok,
         summary.total.failed(),
-        if statuses.is_empty() { "none".to_string() } else { statuses.join(", ") },
+        if statuses.is_empty() {
+            "none".to_string()
+        } else {
+            statuses.join(", ")
+        },
         summary.longest_outage_ms()
     ));
 
@@ -85,7 +96,13 @@ pub async fn kill_the_primary(cluster: &mut Cluster, alice: &Session) -> anyhow:
         reply.user().unwrap_or("nobody (LOST)")
     ));
     let counter = alice
-        .send(&http, reqwest::Method::GET, &lb, "/counter?mode=atomic", None)
+        .send(
+            &http,
+            reqwest::Method::GET,
+            &lb,
+            "/counter?mode=atomic",
+            None,
+        )
         .await?
         .counter()
         .unwrap_or(0);

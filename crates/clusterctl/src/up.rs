@@ -9,7 +9,10 @@ pub async fn up(options: ClusterOptions) -> anyhow::Result<bool> {
         RedisMode::Single => "redis-server",
         RedisMode::Sentinel => "3 redis-server and 3 redis-sentinel",
     };
-    eprintln!("starting {redis}, {} nodes and cluster-lb...", options.nodes);
+    eprintln!(
+        "starting {redis}, {} nodes and cluster-lb...",
+        options.nodes
+    );
     let cluster = Cluster::start(&options).await?;
     let lb = cluster.lb.url();
     println!(

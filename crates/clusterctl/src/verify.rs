@@ -173,12 +173,9 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
         for fault in [Fault::Kill, Fault::Pause] {
             let name = fault.scenario_name();
             if sentinel {
-                let (result, figures) = scenarios::run(
-                    &progress,
-                    name,
-                    redis_primary_failure::run(&mut ctx, fault),
-                )
-                .await;
+                let (result, figures) =
+                    scenarios::run(&progress, name, redis_primary_failure::run(&mut ctx, fault))
+                        .await;
                 results.push(result);
                 failovers.extend(figures);
             } else {

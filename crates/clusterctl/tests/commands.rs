@@ -168,7 +168,10 @@ fn demo_over_sentinel_kills_the_primary_and_keeps_the_session() {
         run.status,
         run.stdout
     );
-    assert!(run.children >= 10, "3 redis-server, 3 sentinels, 3 nodes, the LB");
+    assert!(
+        run.children >= 10,
+        "3 redis-server, 3 sentinels, 3 nodes, the LB"
+    );
     let failover = run
         .stdout
         .split("==> SIGKILL the Redis primary")
@@ -189,7 +192,13 @@ fn demo_over_sentinel_kills_the_primary_and_keeps_the_session() {
 fn contradictory_redis_options_are_one_line_and_exit_2() {
     for args in [
         &["up", "--redis", "single", "--min-replicas-ack", "1"][..],
-        &["up", "--redis", "sentinel", "--redis-url", "redis://127.0.0.1:1"][..],
+        &[
+            "up",
+            "--redis",
+            "sentinel",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+        ][..],
     ] {
         let out = tempfile::tempdir().unwrap();
         let stderr_path = out.path().join("stderr.txt");

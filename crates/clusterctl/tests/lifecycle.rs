@@ -199,7 +199,15 @@ fn up_over_sentinel_prints_every_redis_process_and_stops_them_all() {
     let stdout = out.path().join("stdout.txt");
     let mut command = Command::new(env!("CARGO_BIN_EXE_clusterctl"));
     command
-        .args(["up", "--nodes", "1", "--redis", "sentinel", "--min-replicas-ack", "1"])
+        .args([
+            "up",
+            "--nodes",
+            "1",
+            "--redis",
+            "sentinel",
+            "--min-replicas-ack",
+            "1",
+        ])
         .args(["--lb-port", &free_port().to_string(), "--bin-dir"])
         .arg(&bin_dir)
         .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()));
@@ -218,12 +226,19 @@ fn up_over_sentinel_prints_every_redis_process_and_stops_them_all() {
         })
         .filter_map(|line| line.rsplit_once(" pid ")?.1.trim().parse().ok())
         .collect();
-    assert_eq!(redis_pids.len(), 6, "3 redis-server, 3 sentinels:\n{printed}");
+    assert_eq!(
+        redis_pids.len(),
+        6,
+        "3 redis-server, 3 sentinels:\n{printed}"
+    );
     assert!(printed.contains("primary"), "{printed}");
     assert!(printed.contains("REDIS_MIN_REPLICAS_ACK"), "{printed}");
     let children = live_children(clusterctl.pid().expect("clusterctl is running"));
     for pid in &redis_pids {
-        assert!(children.contains(pid), "pid {pid} is clusterctl's child: {children:?}");
+        assert!(
+            children.contains(pid),
+            "pid {pid} is clusterctl's child: {children:?}"
+        );
     }
 
     clusterctl.signal(libc::SIGTERM);
@@ -231,7 +246,11 @@ fn up_over_sentinel_prints_every_redis_process_and_stops_them_all() {
         .wait_timeout(Duration::from_secs(10))
         .expect("clusterctl exits on SIGTERM");
     assert_eq!(status.code(), Some(130));
-    let survivors: Vec<i32> = children.iter().copied().filter(|pid| is_alive(*pid)).collect();
+    let survivors: Vec<i32> = children
+        .iter()
+        .copied()
+        .filter(|pid| is_alive(*pid))
+        .collect();
     for pid in &survivors {
         // SAFETY: cleaning up the processes this test made clusterctl start.
         unsafe { libc::kill(*pid, libc::SIGKILL) };

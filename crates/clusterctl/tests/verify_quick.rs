@@ -100,7 +100,9 @@ fn verify_quick_passes_over_sentinel() {
 
     let mut command = Command::new(env!("CARGO_BIN_EXE_clusterctl"));
     command
-        .args(["verify", "--nodes", "3", "--quick", "--redis", "sentinel", "--report"])
+        .args([
+            "verify", "--nodes", "3", "--quick", "--redis", "sentinel", "--report",
+        ])
         .arg(&report)
         .arg("--bin-dir")
         .arg(bin_dir)
@@ -110,7 +112,10 @@ fn verify_quick_passes_over_sentinel() {
     let printed = std::fs::read_to_string(&stdout).unwrap_or_default();
     println!("{printed}");
     let status = status.expect("clusterctl verify --quick --redis sentinel finished within 240 s");
-    assert!(status.success(), "clusterctl verify failed ({status}):\n{printed}");
+    assert!(
+        status.success(),
+        "clusterctl verify failed ({status}):\n{printed}"
+    );
 
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
@@ -122,7 +127,11 @@ fn verify_quick_passes_over_sentinel() {
             .map(|s| s["status"].as_str().unwrap().to_string())
             .unwrap_or_else(|| panic!("no {name} row"))
     };
-    for name in ["redis-unreachable", "redis-restart-aof", "redis-restart-no-persistence"] {
+    for name in [
+        "redis-unreachable",
+        "redis-restart-aof",
+        "redis-restart-no-persistence",
+    ] {
         assert_eq!(status_of(name), "skipped", "{name}");
     }
     for name in ["redis-primary-kill", "redis-primary-pause"] {

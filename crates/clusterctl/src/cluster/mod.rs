@@ -110,9 +110,12 @@ impl Cluster {
                         .clone()
                         .context("--redis sentinel needs redis-sentinel")?,
                 };
-                let topology =
-                    SentinelTopology::start_in(&programs, workdir.path(), SentinelOptions::default())
-                        .await?;
+                let topology = SentinelTopology::start_in(
+                    &programs,
+                    workdir.path(),
+                    SentinelOptions::default(),
+                )
+                .await?;
                 Redis::Sentinel(Box::new(topology))
             }
             (None, None, _) => anyhow::bail!("no redis-server and no --redis-url"),

@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::lost_updates_figures::LostUpdatesFigures;
 use crate::scale::ScalePoint;
-use crate::scenarios::redis_primary_failure::Figures as FailoverFigures;
 use crate::scenario_result::{ScenarioResult, Status};
+use crate::scenarios::redis_primary_failure::Figures as FailoverFigures;
 
 #[derive(Debug, Serialize)]
 pub struct Report {

@@ -194,17 +194,14 @@ pub async fn run(ctx: &mut Context<'_>, fault: Fault) -> anyhow::Result<Scenario
     })
 }
 
-async fn one_run(
-    ctx: &mut Context<'_>,
-    fault: Fault,
-    acks: u32,
-) -> anyhow::Result<RunFigures> {
+async fn one_run(ctx: &mut Context<'_>, fault: Fault, acks: u32) -> anyhow::Result<RunFigures> {
     let http = ctx.cluster.http.clone();
     let lb = ctx.lb_url();
     let min_replicas_to_write = u32::from(fault == Fault::Pause && acks > 0);
     if acks > 0 {
-        ctx.progress
-            .step(&format!("restart every node with REDIS_MIN_REPLICAS_ACK={acks}"));
+        ctx.progress.step(&format!(
+            "restart every node with REDIS_MIN_REPLICAS_ACK={acks}"
+        ));
         set_acks(ctx, acks).await?;
     }
     let topology = ctx.cluster.redis.sentinel().context(NEEDS_SENTINEL)?;
@@ -249,8 +246,9 @@ async fn one_run(
         Fault::Kill => "SIGKILL",
         Fault::Pause => "SIGSTOP",
     };
-    ctx.progress
-        .step(&format!("{what} the primary (redis{old}), wait for Sentinel"));
+    ctx.progress.step(&format!(
+        "{what} the primary (redis{old}), wait for Sentinel"
+    ));
     load.set_phase(Phase::During);
     let fault_mark = load.mark(&format!("{what} primary redis{old}"));
     let fault_at = Duration::from_millis(fault_mark.at_ms);
@@ -259,7 +257,10 @@ async fn one_run(
         Fault::Pause => topology.pause(Member::Redis(old)),
     }
     let new = topology.failover(old, FAILOVER_LIMIT).await;
-    let announced = new.as_ref().ok().map(|_| load.elapsed().saturating_sub(fault_at));
+    let announced = new
+        .as_ref()
+        .ok()
+        .map(|_| load.elapsed().saturating_sub(fault_at));
     if let Ok(new) = &new {
         load.mark(&format!("Sentinel: redis{new} is the primary"));
     }
@@ -289,14 +290,15 @@ async fn one_run(
     tokio::time::sleep(steady).await;
     let summary = load.finish(GRACE).await;
 
-    ctx.progress
-        .step("read every session and every counter");
+    ctx.progress.step("read every session and every counter");
     let mut sessions_kept = 0;
     let mut acked_increments = 0;
     let mut acked_increments_lost = 0;
     for (index, session) in sessions.iter().enumerate() {
         let whoami = served(&http, &lb, session, "/whoami").await;
-        let user = whoami.as_ref().and_then(|reply| reply.user().map(str::to_string));
+        let user = whoami
+            .as_ref()
+            .and_then(|reply| reply.user().map(str::to_string));
         if user == Some(format!("failover-user{}", index + 1)) {
             sessions_kept += 1;
         }
@@ -345,10 +347,14 @@ async fn login_until_served(ctx: &Context<'_>, prefix: &str) -> anyhow::Result<V
     let mut sessions = Vec::with_capacity(USERS);
     for index in 1..=USERS {
         let user = format!("{prefix}{index}");
-        let session = wait_until(Duration::from_secs(10), Duration::from_millis(20), || async {
-            let (session, reply) = Session::login(http, &lb, &user).await.ok()?;
-            reply.is_ok().then_some(session)
-        })
+        let session = wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || async {
+                let (session, reply) = Session::login(http, &lb, &user).await.ok()?;
+                reply.is_ok().then_some(session)
+            },
+        )
         .await
         .with_context(|| format!("cannot log {user} in within 10 s"))?;
         sessions.push(session);
@@ -364,14 +370,18 @@ async fn served(
     session: &Session,
     path: &str,
 ) -> Option<crate::session::Reply> {
-    wait_until(Duration::from_secs(5), Duration::from_millis(20), || async {
-        let reply = session
-            .clone()
-            .send(http, reqwest::Method::GET, lb, path, None)
-            .await
-            .ok()?;
-        reply.is_ok().then_some(reply)
-    })
+    wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || async {
+            let reply = session
+                .clone()
+                .send(http, reqwest::Method::GET, lb, path, None)
+                .await
+                .ok()?;
+            reply.is_ok().then_some(reply)
+        },
+    )
     .await
 }
 
@@ -382,7 +392,10 @@ async fn set_acks(ctx: &mut Context<'_>, acks: u32) -> anyhow::Result<()> {
     for node in &mut ctx.cluster.nodes {
         node.restart_with_env("REDIS_MIN_REPLICAS_ACK", &acks.to_string())?;
         node.wait_ready(&http, Duration::from_secs(20)).await?;
-        if !admin.wait_state(&node.addr, "up", Duration::from_secs(10)).await {
+        if !admin
+            .wait_state(&node.addr, "up", Duration::from_secs(10))
+            .await
+        {
             anyhow::bail!("the LB did not report {} up within 10 s", node.id);
         }
     }
@@ -400,4 +413,3 @@ async fn restore(ctx: &mut Context<'_>, acks: u32) -> anyhow::Result<()> {
     }
     set_acks(ctx, 0).await
 }
-
