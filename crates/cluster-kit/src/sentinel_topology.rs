@@ -259,6 +259,41 @@ impl SentinelTopology {
             .collect()
     }
 
+    /// Every process of the topology with its port: the three Redis instances, then the
+    /// sentinels.
+    pub fn members(&self) -> Vec<(Member, u16)> {
+        let redis = (0..self.redis.len()).map(|i| (Member::Redis(i), self.redis_port(i)));
+        let sentinels =
+            (0..self.sentinels.len()).map(|i| (Member::Sentinel(i), self.sentinel_port(i)));
+        redis.chain(sentinels).collect()
+    }
+
+    /// The process id of `member`, while it runs.
+    pub fn pid(&self, member: Member) -> Option<i32> {
+        self.process(member).pid()
+    }
+
+    /// Sets `min-replicas-to-write` and `min-replicas-max-lag` on every Redis instance while
+    /// they run (`CONFIG SET`), or lifts the rule (`None`: 0 replicas). Every instance, since
+    /// any of them may be the primary after a failover; one that does not answer is an error,
+    /// so call it while none is paused or killed.
+    pub fn set_min_replicas(&self, min: Option<MinReplicas>) -> anyhow::Result<()> {
+        let (replicas, lag) = min.map_or((0, 10), |min| (min.replicas, min.max_lag_secs));
+        for (index, &port) in self.probe.redis_ports.iter().enumerate() {
+            let mut connection = connect(port, self.probe.redis_password.as_deref())
+                .with_context(|| format!("redis {index} (port {port}) does not answer"))?;
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("min-replicas-to-write")
+                .arg(replicas)
+                .arg("min-replicas-max-lag")
+                .arg(lag)
+                .exec(&mut connection)
+                .with_context(|| format!("CONFIG SET min-replicas-to-write on redis {index}"))?;
+        }
+        Ok(())
+    }
+
     /// SIGKILL: the process is gone, its port refuses.
     pub fn kill(&mut self, member: Member) {
         self.process_mut(member).kill();

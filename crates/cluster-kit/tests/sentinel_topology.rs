@@ -167,3 +167,78 @@ fn passwords_guard_the_instances_and_the_sentinels() {
         Err("NOAUTH".to_string())
     );
 }
+
+fn min_replicas_on(topology: &SentinelTopology, index: usize) -> String {
+    let (_name, value): (String, String) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("min-replicas-to-write")
+        .query(&mut connection(&topology.redis_url(index)))
+        .expect("CONFIG GET");
+    value
+}
+
+#[test]
+fn min_replicas_set_while_running_applies_to_every_instance_and_can_be_lifted() {
+    let topology = SentinelTopology::start();
+    let mut primary = connection(&topology.redis_url(0));
+    let write = |primary: &mut redis::Connection| {
+        redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .exec(primary)
+            .map_err(|err| err.code().unwrap_or_default().to_string())
+    };
+
+    topology
+        .set_min_replicas(Some(MinReplicas {
+            replicas: 1,
+            max_lag_secs: 1,
+        }))
+        .expect("set on every instance");
+    for index in 0..3 {
+        assert_eq!(min_replicas_on(&topology, index), "1", "redis {index}");
+    }
+    topology.pause(Member::Redis(1));
+    topology.pause(Member::Redis(2));
+    let refused = wait_for(Duration::from_secs(10), || write(&mut primary).err());
+    assert_eq!(refused.as_deref(), Some("NOREPLICAS"));
+    topology.resume(Member::Redis(1));
+    topology.resume(Member::Redis(2));
+    assert!(
+        wait_for(Duration::from_secs(10), || write(&mut primary).ok()).is_some(),
+        "writes are accepted again with the replicas back"
+    );
+
+    topology
+        .set_min_replicas(None)
+        .expect("lift on every instance");
+    for index in 0..3 {
+        assert_eq!(min_replicas_on(&topology, index), "0", "redis {index}");
+    }
+    topology.pause(Member::Redis(1));
+    topology.pause(Member::Redis(2));
+    // Once the primary has not heard from either replica for longer than the lag that refused
+    // writes above: lifted, the rule no longer does.
+    let silent = wait_for(Duration::from_secs(10), || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut primary)
+            .ok()?;
+        let lags: Vec<u64> = info
+            .lines()
+            .filter_map(|line| line.split("lag=").nth(1))
+            .filter_map(|lag| {
+                lag.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        (lags.len() == 2 && lags.iter().all(|&lag| lag >= 2)).then_some(())
+    });
+    let lifted = write(&mut primary);
+    topology.resume(Member::Redis(1));
+    topology.resume(Member::Redis(2));
+    assert!(silent.is_some(), "the primary saw its replicas go silent");
+    assert_eq!(lifted, Ok(()), "no replica needed once lifted");
+}

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::cluster::RedisMode;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "clusterctl",
@@ -36,6 +38,18 @@ pub struct Programs {
     /// The redis-server program (default: found on PATH).
     #[arg(long, env = "REDIS_SERVER_BIN")]
     pub redis_bin: Option<PathBuf>,
+    /// The redis-sentinel program, for --redis sentinel (default: found on PATH).
+    #[arg(long, env = "REDIS_SENTINEL_BIN")]
+    pub redis_sentinel_bin: Option<PathBuf>,
+}
+
+/// Which Redis the nodes share.
+#[derive(Debug, Args)]
+pub struct RedisChoice {
+    /// `single`: one redis-server. `sentinel`: a primary, two replicas and three sentinels,
+    /// and the scenarios that kill or pause the primary.
+    #[arg(long = "redis", env = "CLUSTERCTL_REDIS", value_enum, default_value_t = RedisMode::Single)]
+    pub mode: RedisMode,
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +63,12 @@ pub struct UpArgs {
     /// Use this Redis instead of starting a redis-server.
     #[arg(long, env = "CLUSTERCTL_REDIS_URL")]
     pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub redis: RedisChoice,
+    /// With --redis sentinel: every node waits for this many replicas after each write
+    /// (REDIS_MIN_REPLICAS_ACK) and answers 503 when they do not confirm.
+    #[arg(long, default_value_t = 0)]
+    pub min_replicas_ack: u32,
     #[command(flatten)]
     pub programs: Programs,
 }
@@ -72,6 +92,8 @@ pub struct VerifyArgs {
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=16))]
     pub scale: Vec<u8>,
     #[command(flatten)]
+    pub redis: RedisChoice,
+    #[command(flatten)]
     pub programs: Programs,
 }
 
@@ -84,6 +106,8 @@ pub struct DemoArgs {
     /// With --store memory: the load balancer pins each client to one node.
     #[arg(long)]
     pub sticky: bool,
+    #[command(flatten)]
+    pub redis: RedisChoice,
     #[command(flatten)]
     pub programs: Programs,
 }

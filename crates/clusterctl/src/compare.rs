@@ -21,7 +21,7 @@ use comfy_table::Table;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cluster::{wait_until, Cluster, ClusterOptions, SessionDesign};
+use crate::cluster::{wait_until, Cluster, ClusterOptions, RedisAddress, SessionDesign};
 use crate::session::Session;
 
 /// The node's session cookie (`COOKIE_NAME`'s default).
@@ -121,7 +121,10 @@ async fn measure(
 ) -> anyhow::Result<DesignResult> {
     let http = cluster.http.clone();
     let lb = cluster.lb.url();
-    let redis_url = cluster.redis.url();
+    // compare starts its own single redis-server (never Sentinel), so there is one URL to count keys at.
+    let RedisAddress::Url(redis_url) = cluster.redis.address() else {
+        anyhow::bail!("compare counts keys in a single Redis, not behind Sentinel");
+    };
     let keys_before = redis_key_count(&redis_url).await?;
 
     let (mut alice, _) = Session::login(&http, &lb, "alice").await?;

@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use crate::cluster::{random_hex, wait_until, Cluster, ClusterOptions, Persistence};
-use crate::load::{LoadPlan, LoadRun};
+use crate::demo_redis_failover;
+use crate::load::{LoadPlan, LoadRun, Mix};
 use crate::session::{Reply, Session};
 
 pub async fn demo(options: ClusterOptions) -> anyhow::Result<bool> {
@@ -24,6 +25,9 @@ pub async fn demo(options: ClusterOptions) -> anyhow::Result<bool> {
     ));
     for node in &cluster.nodes {
         evidence(&format!("{} at {}", node.id, node.url()));
+    }
+    for line in cluster.redis.describe() {
+        evidence(&line);
     }
 
     step(
@@ -92,7 +96,7 @@ pub async fn demo(options: ClusterOptions) -> anyhow::Result<bool> {
             rate_per_sec: 100,
             max_duration: Duration::from_secs(4),
             cookies: alice.cookie().map(str::to_string).into_iter().collect(),
-            write_every: 10,
+            mix: Mix::READS_AND_WRITES,
         },
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -186,19 +190,22 @@ pub async fn demo(options: ClusterOptions) -> anyhow::Result<bool> {
             None => evidence("node1 did not answer 200 within 5 s"),
         }
     }
+    if cluster.redis.sentinel().is_some() {
+        demo_redis_failover::kill_the_primary(&mut cluster, &alice).await?;
+    }
 
     println!();
     println!("Done. `clusterctl verify` runs all of this with pass/fail checks; `clusterctl up` keeps a cluster running.");
     Ok(true)
 }
 
-fn step(what: &str, why: &str) {
+pub fn step(what: &str, why: &str) {
     println!();
     println!("==> {what}");
     println!("    why: {why}");
 }
 
-fn evidence(line: &str) {
+pub fn evidence(line: &str) {
     println!("    - {line}");
 }
 

@@ -11,6 +11,7 @@ mod cli;
 mod cluster;
 mod compare;
 mod demo;
+mod demo_redis_failover;
 mod demo_stores;
 mod load;
 mod lost_updates_figures;
@@ -27,8 +28,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
-use cluster::{Binaries, ClusterOptions, SessionDesign};
+use cli::{Cli, Command, Programs};
+use cluster::{Binaries, ClusterOptions, RedisMode, SessionDesign};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -62,31 +63,34 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Up(args) => {
-            let binaries = Binaries::locate(
-                args.programs.bin_dir.as_deref(),
-                args.programs.redis_bin.as_deref(),
-                args.redis_url.is_none(),
-            )?;
+            let mode = args.redis.mode;
+            if mode == RedisMode::Sentinel && args.redis_url.is_some() {
+                anyhow::bail!("--redis sentinel starts its own Redis: drop --redis-url (or CLUSTERCTL_REDIS_URL)");
+            }
+            if mode == RedisMode::Single && args.min_replicas_ack > 0 {
+                anyhow::bail!("--min-replicas-ack needs --redis sentinel: one redis-server has no replica to wait for");
+            }
+            let binaries = locate(&args.programs, mode, args.redis_url.is_none())?;
             up::up(ClusterOptions {
                 nodes: usize::from(args.nodes),
                 lb_port: Some(args.lb_port),
                 redis_url: args.redis_url,
+                redis_mode: mode,
+                min_replicas_ack: args.min_replicas_ack,
                 binaries,
                 wrong_key_on: None,
             })
             .await
         }
         Command::Verify(args) => {
-            let binaries = Binaries::locate(
-                args.programs.bin_dir.as_deref(),
-                args.programs.redis_bin.as_deref(),
-                true,
-            )?;
+            let binaries = locate(&args.programs, args.redis.mode, true)?;
             verify::verify(verify::VerifyOptions {
                 cluster: ClusterOptions {
                     nodes: usize::from(args.nodes),
                     lb_port: None,
                     redis_url: None,
+                    redis_mode: args.redis.mode,
+                    min_replicas_ack: 0,
                     binaries,
                     wrong_key_on: args.wrong_key_on,
                 },
@@ -97,15 +101,19 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             .await
         }
         Command::Demo(args) => {
-            let binaries = Binaries::locate(
-                args.programs.bin_dir.as_deref(),
-                args.programs.redis_bin.as_deref(),
-                true,
-            )?;
+            if args.redis.mode == RedisMode::Sentinel && args.store != "redis" {
+                anyhow::bail!(
+                    "--redis sentinel goes with --store redis: the {} store uses no Redis",
+                    args.store
+                );
+            }
+            let binaries = locate(&args.programs, args.redis.mode, true)?;
             let options = ClusterOptions {
                 nodes: 3,
                 lb_port: None,
                 redis_url: None,
+                redis_mode: args.redis.mode,
+                min_replicas_ack: 0,
                 binaries,
                 wrong_key_on: None,
             };
@@ -139,6 +147,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     nodes: 3,
                     lb_port: None,
                     redis_url: None,
+                    redis_mode: RedisMode::Single,
+                    min_replicas_ack: 0,
                     binaries,
                     wrong_key_on: None,
                 },
@@ -147,6 +157,19 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             })
             .await
         }
+    }
+}
+
+/// The programs to run: redis-sentinel too under `--redis sentinel`.
+fn locate(programs: &Programs, mode: RedisMode, need_redis: bool) -> anyhow::Result<Binaries> {
+    let binaries = Binaries::locate(
+        programs.bin_dir.as_deref(),
+        programs.redis_bin.as_deref(),
+        need_redis,
+    )?;
+    match mode {
+        RedisMode::Single => Ok(binaries),
+        RedisMode::Sentinel => binaries.with_sentinel(programs.redis_sentinel_bin.as_deref()),
     }
 }
 

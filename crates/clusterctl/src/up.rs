@@ -1,12 +1,16 @@
 //! `clusterctl up`: a cluster to play with, until Ctrl-C.
 
-use crate::cluster::{Cluster, ClusterOptions};
+use crate::cluster::{Cluster, ClusterOptions, RedisMode};
 
 /// Starts the cluster, prints where everything is, and waits forever; `main`
 /// stops waiting on Ctrl-C or SIGTERM, and dropping the cluster stops it.
 pub async fn up(options: ClusterOptions) -> anyhow::Result<bool> {
+    let redis = match options.redis_mode {
+        RedisMode::Single => "redis-server",
+        RedisMode::Sentinel => "3 redis-server and 3 redis-sentinel",
+    };
     eprintln!(
-        "starting redis-server, {} nodes and cluster-lb...",
+        "starting {redis}, {} nodes and cluster-lb...",
         options.nodes
     );
     let cluster = Cluster::start(&options).await?;
@@ -22,7 +26,15 @@ pub async fn up(options: ClusterOptions) -> anyhow::Result<bool> {
     for node in &cluster.nodes {
         println!("  {:<14} {}", node.id, node.url());
     }
-    println!("  redis          {}", cluster.redis.url());
+    for line in cluster.redis.describe() {
+        println!("  {line}");
+    }
+    if options.min_replicas_ack > 0 {
+        println!(
+            "  each write waits for {} replica(s) (REDIS_MIN_REPLICAS_ACK)",
+            options.min_replicas_ack
+        );
+    }
     println!("  logs           {}", cluster.log_dir().display());
     println!();
     println!("try:");

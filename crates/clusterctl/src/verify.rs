@@ -3,19 +3,21 @@
 //! The order matters and is part of the story: first the happy path
 //! (continuity, the shared key), then a crash and the recovery from it, then a
 //! planned deploy, then the failures of Redis itself, which would disturb
-//! every scenario run after them, and last the write races, which restart the
+//! every scenario run after them (one redis-server's, or under `--redis
+//! sentinel` the primary's), and last the write races, which restart the
 //! nodes with other session stores.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Cluster, ClusterOptions, Persistence};
+use crate::cluster::{Cluster, ClusterOptions, Persistence, RedisMode};
 use crate::load::LoadSummary;
 use crate::progress::Progress;
-use crate::report::{print_table, timeline_path, write_timeline, Report};
+use crate::report::{print_table, svg_path, timeline_path, write_timeline, Report};
 use crate::scale;
 use crate::scenario_result::{ScenarioResult, Status};
 use crate::scenarios::lost_updates::Race;
+use crate::scenarios::redis_primary_failure::{self, Fault};
 use crate::scenarios::{self, Context, Pace};
 
 pub struct VerifyOptions {
@@ -35,8 +37,12 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
         (Pace::FULL, Race::FULL)
     };
     progress.begin("cluster");
+    let redis = match options.cluster.redis_mode {
+        RedisMode::Single => "redis-server",
+        RedisMode::Sentinel => "a Redis primary, 2 replicas, 3 sentinels",
+    };
     progress.step(&format!(
-        "start redis-server, {} nodes, cluster-lb",
+        "start {redis}, {} nodes, cluster-lb",
         options.cluster.nodes
     ));
     let mut cluster = Cluster::start(&options.cluster).await?;
@@ -48,9 +54,11 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
     let startup = cluster.startup;
 
     let own_redis = cluster.redis.managed().is_some();
+    let sentinel = cluster.redis.sentinel().is_some();
     let node_count = cluster.nodes.len();
     let mut results = Vec::new();
     let mut kill_timeline = None;
+    let mut failovers = Vec::new();
     let lost_updates;
     {
         let mut ctx = Context {
@@ -149,14 +157,31 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
                 .0,
             );
         } else {
+            let reason = if sentinel {
+                "needs one redis-server (--redis single)"
+            } else {
+                "Redis given by --redis-url: the harness cannot stop it"
+            };
             for name in [
                 "redis-unreachable",
                 "redis-restart-aof",
                 "redis-restart-no-persistence",
             ] {
+                results.push(ScenarioResult::skipped(name, reason));
+            }
+        }
+        for fault in [Fault::Kill, Fault::Pause] {
+            let name = fault.scenario_name();
+            if sentinel {
+                let (result, figures) =
+                    scenarios::run(&progress, name, redis_primary_failure::run(&mut ctx, fault))
+                        .await;
+                results.push(result);
+                failovers.extend(figures);
+            } else {
                 results.push(ScenarioResult::skipped(
                     name,
-                    "Redis given by --redis-url: the harness cannot stop it",
+                    redis_primary_failure::NEEDS_SENTINEL,
                 ));
             }
         }
@@ -198,6 +223,7 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
         scenarios: results,
         scale,
         lost_updates,
+        failovers,
     };
     print_table(&report);
     if any_failed {
@@ -212,6 +238,17 @@ pub async fn verify(options: VerifyOptions) -> anyhow::Result<bool> {
             write_timeline(
                 &segments,
                 &format!("SIGKILL {victim}, then restart, under load"),
+                &svg,
+            )?;
+            println!("timeline: {}", svg.display());
+        }
+        for failover in &report.failovers {
+            let name = failover.fault.scenario_name();
+            let svg = svg_path(path, name);
+            let segments: Vec<&LoadSummary> = failover.runs.iter().map(|run| &run.load).collect();
+            write_timeline(
+                &segments,
+                &format!("{name}, without then with REDIS_MIN_REPLICAS_ACK=1"),
                 &svg,
             )?;
             println!("timeline: {}", svg.display());

@@ -155,6 +155,74 @@ fn demo_tells_every_step_and_exits_0() {
 }
 
 #[test]
+fn demo_over_sentinel_kills_the_primary_and_keeps_the_session() {
+    let out = tempfile::tempdir().unwrap();
+    let run = clusterctl(
+        &["demo", "--redis", "sentinel"],
+        out.path(),
+        Duration::from_secs(150),
+    );
+    assert!(
+        run.status.success(),
+        "demo --redis sentinel failed ({}):\n{}",
+        run.status,
+        run.stdout
+    );
+    assert!(
+        run.children >= 10,
+        "3 redis-server, 3 sentinels, 3 nodes, the LB"
+    );
+    let failover = run
+        .stdout
+        .split("==> SIGKILL the Redis primary")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Redis primary kill step in:\n{}", run.stdout));
+    assert!(
+        failover.contains("Sentinel announced redis"),
+        "the new primary is shown:\n{failover}"
+    );
+    assert!(
+        failover.contains("says user = alice"),
+        "alice's session survives the primary:\n{failover}"
+    );
+    assert!(run.stdout.contains("Done."), "{}", run.stdout);
+}
+
+#[test]
+fn contradictory_redis_options_are_one_line_and_exit_2() {
+    for args in [
+        &["up", "--redis", "single", "--min-replicas-ack", "1"][..],
+        &[
+            "up",
+            "--redis",
+            "sentinel",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+        ][..],
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let stderr_path = out.path().join("stderr.txt");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_clusterctl"));
+        command
+            .args(args)
+            .arg("--bin-dir")
+            .arg(workspace_bin("cluster-app").parent().unwrap())
+            .env_remove("CLUSTERCTL_REDIS")
+            .env_remove("CLUSTERCTL_REDIS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()));
+        // Bounded: a clusterctl that accepted the options would start a cluster and stay up.
+        let mut run = ChildGuard::spawn("clusterctl up", &mut command);
+        let status = run.wait_timeout(Duration::from_secs(10));
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        let status = status.unwrap_or_else(|| panic!("{args:?} was accepted: {stderr}"));
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("--redis"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn verify_exits_1_when_a_node_has_the_wrong_session_key() {
     let out = tempfile::tempdir().unwrap();
     let report = out.path().join("report.json");

@@ -188,3 +188,72 @@ async fn up_prints_the_admin_api_and_a_token_that_drains_a_node() {
     let drained: serde_json::Value = with.json().await.unwrap();
     assert_eq!(drained["state"], "draining", "{drained}");
 }
+
+/// `up --redis sentinel` prints each of the six Redis processes with its port and pid, and
+/// stops every one of them on SIGTERM.
+#[test]
+fn up_over_sentinel_prints_every_redis_process_and_stops_them_all() {
+    let bin_dir = workspace_bin("cluster-app").parent().unwrap().to_path_buf();
+    workspace_bin("cluster-lb");
+    let out = tempfile::tempdir().unwrap();
+    let stdout = out.path().join("stdout.txt");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clusterctl"));
+    command
+        .args([
+            "up",
+            "--nodes",
+            "1",
+            "--redis",
+            "sentinel",
+            "--min-replicas-ack",
+            "1",
+        ])
+        .args(["--lb-port", &free_port().to_string(), "--bin-dir"])
+        .arg(&bin_dir)
+        .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()));
+    let mut clusterctl = ChildGuard::spawn("clusterctl up --redis sentinel", &mut command);
+    let printed = wait_for(Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&stdout).ok()?;
+        text.contains("Ctrl-C stops everything").then_some(text)
+    })
+    .expect("clusterctl up --redis sentinel reported the cluster up within 60 s");
+
+    let redis_pids: Vec<i32> = printed
+        .lines()
+        .filter(|line| {
+            let line = line.trim_start();
+            line.starts_with("redis") || line.starts_with("sentinel")
+        })
+        .filter_map(|line| line.rsplit_once(" pid ")?.1.trim().parse().ok())
+        .collect();
+    assert_eq!(
+        redis_pids.len(),
+        6,
+        "3 redis-server, 3 sentinels:\n{printed}"
+    );
+    assert!(printed.contains("primary"), "{printed}");
+    assert!(printed.contains("REDIS_MIN_REPLICAS_ACK"), "{printed}");
+    let children = live_children(clusterctl.pid().expect("clusterctl is running"));
+    for pid in &redis_pids {
+        assert!(
+            children.contains(pid),
+            "pid {pid} is clusterctl's child: {children:?}"
+        );
+    }
+
+    clusterctl.signal(libc::SIGTERM);
+    let status = clusterctl
+        .wait_timeout(Duration::from_secs(10))
+        .expect("clusterctl exits on SIGTERM");
+    assert_eq!(status.code(), Some(130));
+    let survivors: Vec<i32> = children
+        .iter()
+        .copied()
+        .filter(|pid| is_alive(*pid))
+        .collect();
+    for pid in &survivors {
+        // SAFETY: cleaning up the processes this test made clusterctl start.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    assert!(survivors.is_empty(), "survived SIGTERM: {survivors:?}");
+}

@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-/// Paths of the three programs a cluster runs.
+/// Paths of the programs a cluster runs.
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub node: PathBuf,
     pub lb: PathBuf,
     pub redis: Option<PathBuf>,
+    /// `redis-sentinel`, looked up only for `--redis sentinel`.
+    pub sentinel: Option<PathBuf>,
 }
 
 impl Binaries {
@@ -39,8 +41,42 @@ impl Binaries {
         } else {
             None
         };
-        Ok(Binaries { node, lb, redis })
+        Ok(Binaries {
+            node,
+            lb,
+            redis,
+            sentinel: None,
+        })
     }
+
+    /// Also resolves `redis-sentinel` (`--redis-sentinel-bin`, else `PATH`), for
+    /// `--redis sentinel`.
+    pub fn with_sentinel(mut self, sentinel_bin: Option<&Path>) -> anyhow::Result<Binaries> {
+        if let Some(path) = sentinel_bin {
+            if !path.is_file() {
+                bail!("--redis-sentinel-bin {} does not exist", path.display());
+            }
+            self.sentinel = Some(path.to_path_buf());
+            return Ok(self);
+        }
+        match on_path("redis-sentinel") {
+            Some(path) => {
+                self.sentinel = Some(path);
+                Ok(self)
+            }
+            None => bail!(
+                "redis-sentinel not found on PATH: `apt-get install redis-sentinel`, or pass --redis-sentinel-bin"
+            ),
+        }
+    }
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    })
 }
 
 fn sibling(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
@@ -61,12 +97,7 @@ fn redis_server(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         }
         bail!("--redis-bin {} does not exist", path.display());
     }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("redis-server"))
-            .find(|candidate| candidate.is_file())
-    });
-    match found {
+    match on_path("redis-server") {
         Some(path) => Ok(path),
         None => bail!(
             "redis-server not found on PATH: `apt-get install redis-server`, or pass --redis-url for an existing Redis"

@@ -14,14 +14,23 @@ pub use binaries::Binaries;
 pub use cluster_kit::{wait_until, Persistence};
 pub use lb::{Lb, LbAdmin};
 pub use node::{Node, NodeSettings};
-pub use redis::Redis;
+pub use redis::{Redis, RedisAddress};
 
 use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cluster_kit::{try_free_port, RedisServer};
+use cluster_kit::{try_free_port, RedisPrograms, RedisServer, SentinelOptions, SentinelTopology};
+
+/// Which Redis the harness starts for the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedisMode {
+    /// One redis-server: the single point of failure the Redis scenarios break.
+    Single,
+    /// A primary, two replicas and three sentinels: the primary can die, Sentinel replaces it.
+    Sentinel,
+}
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -29,8 +38,11 @@ pub struct ClusterOptions {
     pub nodes: usize,
     /// `None`: any free port.
     pub lb_port: Option<u16>,
-    /// `None`: start a private redis-server.
+    /// `None`: start a private redis-server (or Sentinel topology, by `redis_mode`).
     pub redis_url: Option<String>,
+    pub redis_mode: RedisMode,
+    /// `REDIS_MIN_REPLICAS_ACK` of every node (Sentinel only; 0: writes wait for no replica).
+    pub min_replicas_ack: u32,
     pub binaries: Binaries,
     /// A node (`node<N>`) started with a session key of its own instead of the shared one.
     pub wrong_key_on: Option<String>,
@@ -104,17 +116,38 @@ impl Cluster {
             .context("cannot create a work directory")?;
         let http = reqwest::Client::builder().timeout(CLIENT_TIMEOUT).build()?;
 
-        let redis = match (&options.redis_url, &options.binaries.redis) {
-            (Some(url), _) => Redis::External(url.clone()),
-            (None, Some(program)) => {
+        let binaries = &options.binaries;
+        let redis = match (&options.redis_url, &binaries.redis, options.redis_mode) {
+            (Some(url), _, RedisMode::Single) => Redis::External(url.clone()),
+            (Some(_), _, RedisMode::Sentinel) => {
+                anyhow::bail!("--redis-url and --redis sentinel: give one Redis or let clusterctl start a Sentinel topology, not both")
+            }
+            (None, Some(program), RedisMode::Single) => {
                 let server =
                     RedisServer::start_in(program, try_free_port()?, workdir.path()).await?;
                 Redis::Managed(Box::new(server))
             }
-            (None, None) => anyhow::bail!("no redis-server and no --redis-url"),
+            (None, Some(server), RedisMode::Sentinel) => {
+                let programs = RedisPrograms {
+                    server: server.clone(),
+                    sentinel: binaries
+                        .sentinel
+                        .clone()
+                        .context("--redis sentinel needs redis-sentinel")?,
+                };
+                let topology = SentinelTopology::start_in(
+                    &programs,
+                    workdir.path(),
+                    SentinelOptions::default(),
+                )
+                .await?;
+                Redis::Sentinel(Box::new(topology))
+            }
+            (None, None, _) => anyhow::bail!("no redis-server and no --redis-url"),
         };
         let settings = NodeSettings {
-            redis_url: redis.url(),
+            redis: redis.address(),
+            min_replicas_ack: options.min_replicas_ack,
             session_key: random_hex(64)?,
             drain_ms: 300,
             redis_timeout_ms: 500,

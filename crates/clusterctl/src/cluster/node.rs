@@ -7,10 +7,14 @@ use anyhow::bail;
 
 use cluster_kit::{wait_until, ChildGuard, ChildSpec};
 
+use super::RedisAddress;
+
 /// Settings every node of one cluster shares.
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
-    pub redis_url: String,
+    pub redis: RedisAddress,
+    /// `REDIS_MIN_REPLICAS_ACK`: replicas each write waits for (0: none).
+    pub min_replicas_ack: u32,
     /// Hex, 64 bytes: the cookie encryption key. Identical on every node, or a
     /// node cannot read the cookies the others issued.
     pub session_key: String,
@@ -55,9 +59,17 @@ impl Node {
             "--listen-addr".into(),
             addr.clone(),
         ];
-        // A store without Redis refuses a Redis URL (it would share nothing through it).
+        // A store without Redis refuses Redis settings (it would share nothing through them).
         if settings.uses_redis() {
-            args.extend(["--redis-url".into(), settings.redis_url.clone()]);
+            match &settings.redis {
+                RedisAddress::Url(url) => args.extend(["--redis-url".into(), url.clone()]),
+                RedisAddress::Sentinels { sentinels, master } => args.extend([
+                    "--redis-sentinels".into(),
+                    sentinels.clone(),
+                    "--redis-sentinel-master".into(),
+                    master.clone(),
+                ]),
+            }
         }
         args.extend([
             "--drain-ms".into(),
@@ -78,6 +90,10 @@ impl Node {
                 ("COOKIE_SECURE".into(), "false".into()),
                 // Stated, not inherited: `redis` unless a scenario or a design switches it.
                 ("SESSION_STORE".into(), settings.session_store.clone()),
+                (
+                    "REDIS_MIN_REPLICAS_ACK".into(),
+                    settings.min_replicas_ack.to_string(),
+                ),
             ],
             log: log_dir.join(format!("{id}.log")),
             detached: true,
@@ -148,7 +164,13 @@ impl Node {
     /// Starts the process again with another `SESSION_STORE` (`redis` or
     /// `redis-versioned`); later restarts keep it.
     pub fn restart_with_session_store(&mut self, store: &str) -> anyhow::Result<()> {
-        self.process.set_env("SESSION_STORE", store);
+        self.restart_with_env("SESSION_STORE", store)
+    }
+
+    /// Starts the process again with the environment variable `name` set to `value` (e.g.
+    /// `REDIS_MIN_REPLICAS_ACK`); later restarts keep it.
+    pub fn restart_with_env(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
+        self.process.set_env(name, value);
         self.process.restart()
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! Request `k` leaves at `start + k / rate`, whatever happened to the earlier
 //! ones: an open-loop generator, so a failing node shows up as errors and
-//! latency instead of quietly lowering the offered load. Every tenth request
-//! writes (`POST /counter/incr`), the rest read (`GET /whoami`), each with one
-//! of a few logged-in users' cookies.
+//! latency instead of quietly lowering the offered load. The [`Mix`] says which
+//! requests write (`POST /counter/incr`), increment in Redis
+//! (`POST /counter/incr?mode=atomic`) or log a new user in (`POST /login`); the
+//! rest read (`GET /whoami`), each with one of a few logged-in users' cookies.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,8 +27,48 @@ pub struct LoadPlan {
     pub max_duration: Duration,
     /// `Cookie` header values, used in turn.
     pub cookies: Vec<String>,
-    /// One request in `write_every` is a write.
+    pub mix: Mix,
+}
+
+/// One request in `write_every` is a session write, one in `atomic_every` an atomic
+/// increment, one in `login_every` a login (0: none of that kind); a request due to be two of
+/// them is the later one in that list. The rest are reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Mix {
     pub write_every: u64,
+    pub atomic_every: u64,
+    pub login_every: u64,
+}
+
+impl Mix {
+    /// 90% reads, 10% session writes: the node and deploy scenarios.
+    pub const READS_AND_WRITES: Mix = Mix {
+        write_every: 10,
+        atomic_every: 0,
+        login_every: 0,
+    };
+
+    /// The Redis failover scenarios: a third of the requests are atomic increments the
+    /// ledger can check afterwards, one in 20 a login, one in 10 a session write.
+    pub const FAILOVER: Mix = Mix {
+        write_every: 10,
+        atomic_every: 3,
+        login_every: 20,
+    };
+
+    /// The kind of request number `k`.
+    fn kind(&self, k: u64) -> Kind {
+        let every = |n: u64| n > 0 && k % n == n - 1;
+        if every(self.login_every) {
+            Kind::Login
+        } else if every(self.atomic_every) {
+            Kind::Atomic
+        } else if every(self.write_every) {
+            Kind::Write
+        } else {
+            Kind::Read
+        }
+    }
 }
 
 /// A running load; [`LoadRun::finish`] stops it and returns the figures.
@@ -136,20 +177,18 @@ async fn send_loop(
         if *stopped.borrow() {
             break;
         }
-        let kind = if plan.write_every > 0 && k % plan.write_every == plan.write_every - 1 {
-            Kind::Write
-        } else {
-            Kind::Read
-        };
-        let cookie = plan
-            .cookies
-            .get(k as usize % plan.cookies.len().max(1))
-            .cloned();
+        let kind = plan.mix.kind(k);
+        let cookie_index = k as usize % plan.cookies.len().max(1);
+        let cookie = plan.cookies.get(cookie_index).cloned();
         let ticket = lock(&ledger).send(kind, started.elapsed());
         let (http, plan, ledger) = (http.clone(), plan.clone(), ledger.clone());
         requests.spawn(async move {
             let (outcome, node) = one_request(&http, &plan.base_url, kind, cookie.as_deref()).await;
-            lock(&ledger).finish(ticket, outcome, node.as_deref(), started.elapsed());
+            let mut ledger = lock(&ledger);
+            if kind == Kind::Atomic && outcome == RequestOutcome::Ok {
+                ledger.acknowledge_increment(cookie_index);
+            }
+            ledger.finish(ticket, outcome, node.as_deref(), started.elapsed());
         });
         // Reap finished tasks so the set does not grow with the run.
         while requests.try_join_next().is_some() {}
@@ -166,8 +205,12 @@ async fn one_request(
     let mut request = match kind {
         Kind::Read => http.get(format!("{base_url}/whoami")),
         Kind::Write => http.post(format!("{base_url}/counter/incr")),
+        Kind::Atomic => http.post(format!("{base_url}/counter/incr?mode=atomic")),
+        Kind::Login => http
+            .post(format!("{base_url}/login"))
+            .json(&serde_json::json!({ "user": "load-login" })),
     };
-    if let Some(cookie) = cookie {
+    if let (Some(cookie), false) = (cookie, kind == Kind::Login) {
         request = request.header(COOKIE, cookie);
     }
     let response = match request.send().await {
@@ -272,7 +315,7 @@ mod tests {
             rate_per_sec: 200,
             max_duration: Duration::from_secs(1),
             cookies: vec!["cluster_session=x".into()],
-            write_every: 10,
+            mix: Mix::READS_AND_WRITES,
         };
         let run = LoadRun::start(http, plan);
         tokio::time::sleep(Duration::from_millis(1100)).await;

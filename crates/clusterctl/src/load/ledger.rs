@@ -5,6 +5,12 @@
 //! or reused, so the type system rules out counting one request twice; a ticket
 //! that is never handed back is what "in flight" means. At every moment
 //! `sent == ok + failed_status + failed_transport + in_flight`.
+//!
+//! Two more books serve the Redis failover scenarios, Jepsen style. Every acknowledged atomic
+//! increment is recorded per session, so the final counters can be checked against them: a
+//! counter below its acknowledged increments lost writes that users were told had happened.
+//! And every run of failures is recorded as an outage, from its first failure to the next
+//! success: what users saw of the failover.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,6 +28,10 @@ pub enum Kind {
     Read,
     /// `POST /counter/incr`: not idempotent, never retried.
     Write,
+    /// `POST /counter/incr?mode=atomic`: one `INCR` in Redis, counted when acknowledged.
+    Atomic,
+    /// `POST /login`: a new session written to Redis.
+    Login,
 }
 
 /// Where in a scenario a request was sent; latencies are split by it.
@@ -107,6 +117,21 @@ pub struct Mark {
     pub writes_in_flight: u64,
 }
 
+/// A run of failures: from the end of its first failed request to the end of the next
+/// successful one (`None`: the load ended first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Outage {
+    pub from_ms: u64,
+    pub to_ms: Option<u64>,
+}
+
+impl Outage {
+    /// Its length, up to `end_ms` when it never ended.
+    pub fn length_ms(&self, end_ms: u64) -> u64 {
+        self.to_ms.unwrap_or(end_ms).saturating_sub(self.from_ms)
+    }
+}
+
 /// Latency percentiles of the successful requests sent in one phase.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseLatency {
@@ -124,7 +149,15 @@ pub struct LoadSummary {
     pub total: Counts,
     pub reads: Counts,
     pub writes: Counts,
+    pub atomic: Counts,
+    pub logins: Counts,
     pub latency: Vec<PhaseLatency>,
+    /// The slowest failed request, from send to failure: a fast 503 or a hang.
+    pub slowest_failure_ms: f64,
+    /// Every run of failures, in order.
+    pub outages: Vec<Outage>,
+    /// Acknowledged atomic increments per cookie (by its index in the plan).
+    pub acked_increments: BTreeMap<usize, u64>,
     /// Successful responses per `X-Served-By`.
     pub served_by: BTreeMap<String, u64>,
     /// Failures by kind and origin, e.g. `"503 from node2"`, `"transport"`.
@@ -139,12 +172,28 @@ impl LoadSummary {
     pub fn latency(&self, phase: Phase) -> Option<&PhaseLatency> {
         self.latency.iter().find(|l| l.phase == phase)
     }
+
+    /// The longest run of failures, in milliseconds (0: none).
+    pub fn longest_outage_ms(&self) -> u64 {
+        self.outages
+            .iter()
+            .map(|outage| outage.length_ms(self.duration_ms))
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 pub struct Ledger {
     reads: Counts,
     writes: Counts,
+    atomic: Counts,
+    logins: Counts,
     phase: Phase,
+    slowest_failure: Duration,
+    /// The end of the first failure since the last success, while failures go on.
+    outage_since: Option<Duration>,
+    outages: Vec<Outage>,
+    acked_increments: BTreeMap<usize, u64>,
     /// Microseconds, 1 µs to 60 s, 3 significant digits.
     latency: [Histogram<u64>; 3],
     timeline: Vec<Bucket>,
@@ -168,7 +217,13 @@ impl Ledger {
         Ledger {
             reads: Counts::default(),
             writes: Counts::default(),
+            atomic: Counts::default(),
+            logins: Counts::default(),
             phase: Phase::Before,
+            slowest_failure: Duration::ZERO,
+            outage_since: None,
+            outages: Vec::new(),
+            acked_increments: BTreeMap::new(),
             latency: [histogram(), histogram(), histogram()],
             timeline: Vec::new(),
             served: BTreeMap::new(),
@@ -205,6 +260,17 @@ impl Ledger {
             RequestOutcome::FailedStatus(_) => counts.failed_status += 1,
             RequestOutcome::FailedTransport => counts.failed_transport += 1,
         }
+        if outcome == RequestOutcome::Ok {
+            if let Some(since) = self.outage_since.take() {
+                self.outages.push(Outage {
+                    from_ms: since.as_millis() as u64,
+                    to_ms: Some(at.as_millis() as u64),
+                });
+            }
+        } else {
+            self.outage_since.get_or_insert(at);
+            self.slowest_failure = self.slowest_failure.max(at.saturating_sub(ticket.sent_at));
+        }
         let bucket = self.bucket(at);
         if outcome == RequestOutcome::Ok {
             bucket.ok += 1;
@@ -222,6 +288,17 @@ impl Ledger {
             };
             *self.failures.entry(label).or_default() += 1;
         }
+    }
+
+    /// Records that an atomic increment with the cookie at `cookie` (its index in the plan)
+    /// was acknowledged: the node answered 200, so the increment must be in the final counter.
+    pub fn acknowledge_increment(&mut self, cookie: usize) {
+        *self.acked_increments.entry(cookie).or_default() += 1;
+    }
+
+    /// The end of the first failure of the run of failures going on now, if one is.
+    pub fn outage_since(&self) -> Option<Duration> {
+        self.outage_since
     }
 
     /// Requests sent from now on belong to `phase`.
@@ -269,6 +346,13 @@ impl Ledger {
     pub fn summary(&self, duration: Duration) -> LoadSummary {
         let mut total = self.reads;
         total.add(&self.writes);
+        total.add(&self.atomic);
+        total.add(&self.logins);
+        let mut outages = self.outages.clone();
+        outages.extend(self.outage_since.map(|since| Outage {
+            from_ms: since.as_millis() as u64,
+            to_ms: None,
+        }));
         let latency = Phase::ALL
             .iter()
             .map(|&phase| {
@@ -288,7 +372,12 @@ impl Ledger {
             total,
             reads: self.reads,
             writes: self.writes,
+            atomic: self.atomic,
+            logins: self.logins,
             latency,
+            slowest_failure_ms: self.slowest_failure.as_secs_f64() * 1000.0,
+            outages,
+            acked_increments: self.acked_increments.clone(),
             served_by: self
                 .served
                 .iter()
@@ -321,6 +410,8 @@ impl Ledger {
         match kind {
             Kind::Read => &mut self.reads,
             Kind::Write => &mut self.writes,
+            Kind::Atomic => &mut self.atomic,
+            Kind::Login => &mut self.logins,
         }
     }
 
@@ -484,6 +575,56 @@ mod tests {
         let _write = ledger.send(Kind::Write, ms(1));
         let mark = ledger.mark("kill node2", ms(2));
         assert_eq!((mark.reads_in_flight, mark.writes_in_flight), (1, 1));
+    }
+
+    #[test]
+    fn a_run_of_failures_is_one_outage_from_its_first_failure_to_the_next_success() {
+        let mut ledger = Ledger::new();
+        // ok at 10, failures ending at 100, 150, 120 (out of order), ok at 400, failure at 500.
+        for (sent, ended, outcome) in [
+            (0, 10, RequestOutcome::Ok),
+            (50, 100, RequestOutcome::FailedStatus(503)),
+            (60, 150, RequestOutcome::FailedTransport),
+            (70, 120, RequestOutcome::FailedStatus(503)),
+            (300, 400, RequestOutcome::Ok),
+            (450, 500, RequestOutcome::FailedStatus(503)),
+        ] {
+            let ticket = ledger.send(Kind::Atomic, ms(sent));
+            ledger.finish(ticket, outcome, Some("node1"), ms(ended));
+            if outcome != RequestOutcome::Ok {
+                assert!(ledger.outage_since().is_some());
+            }
+        }
+        let summary = ledger.summary(ms(600));
+        assert_eq!(
+            summary.outages,
+            vec![
+                Outage {
+                    from_ms: 100,
+                    to_ms: Some(400)
+                },
+                Outage {
+                    from_ms: 500,
+                    to_ms: None
+                }
+            ]
+        );
+        assert_eq!(summary.longest_outage_ms(), 300);
+        assert!((summary.slowest_failure_ms - 90.0).abs() < 0.1);
+        assert_eq!(summary.atomic.sent, 6);
+        assert_eq!(summary.total.sent, 6);
+    }
+
+    #[test]
+    fn acknowledged_increments_are_counted_per_cookie() {
+        let mut ledger = Ledger::new();
+        for cookie in [0, 2, 0, 0] {
+            ledger.acknowledge_increment(cookie);
+        }
+        let acked = ledger.summary(ms(0)).acked_increments;
+        assert_eq!(acked.get(&0), Some(&3));
+        assert_eq!(acked.get(&1), None);
+        assert_eq!(acked.get(&2), Some(&1));
     }
 
     #[test]

@@ -7,5 +7,5 @@
 pub mod generator;
 pub mod ledger;
 
-pub use generator::{LoadPlan, LoadRun};
+pub use generator::{LoadPlan, LoadRun, Mix};
 pub use ledger::{LoadSummary, Phase};

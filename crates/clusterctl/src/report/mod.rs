@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::lost_updates_figures::LostUpdatesFigures;
 use crate::scale::ScalePoint;
 use crate::scenario_result::{ScenarioResult, Status};
+use crate::scenarios::redis_primary_failure::Figures as FailoverFigures;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -30,6 +31,10 @@ pub struct Report {
     /// that scenario's figures.
     #[serde(skip)]
     pub lost_updates: Option<LostUpdatesFigures>,
+    /// The Redis primary failures for their own table and timelines; in the JSON they are
+    /// already those scenarios' figures.
+    #[serde(skip)]
+    pub failovers: Vec<FailoverFigures>,
 }
 
 impl Report {
@@ -45,9 +50,14 @@ impl Report {
 
 /// `report.json` -> `report-sigkill.svg`, in the same directory.
 pub fn timeline_path(report: &Path) -> PathBuf {
+    svg_path(report, "sigkill")
+}
+
+/// `report.json` and `redis-primary-kill` -> `report-redis-primary-kill.svg`, beside it.
+pub fn svg_path(report: &Path, name: &str) -> PathBuf {
     let stem = report
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("report");
-    report.with_file_name(format!("{stem}-sigkill.svg"))
+    report.with_file_name(format!("{stem}-{name}.svg"))
 }

@@ -27,6 +27,7 @@ pub fn print_table(report: &Report) {
     }
     println!("{table}");
     print_lost_updates(report);
+    print_failovers(report);
 
     for scenario in report.failed() {
         for check in scenario.checks.iter().filter(|c| !c.passed) {
@@ -106,4 +107,52 @@ fn print_lost_updates(report: &Report) {
             logout.store, logout.resurrected, logout.trials
         );
     }
+}
+
+/// The Redis primary failures, one row per run: how long until Sentinel answered, how long
+/// users went without service, and what was lost.
+fn print_failovers(report: &Report) {
+    if report.failovers.is_empty() {
+        return;
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(120)
+        .set_header([
+            "fault",
+            "acks",
+            "new primary after",
+            "without service",
+            "failed (reads/writes/atomic/logins)",
+            "slowest failure",
+            "sessions kept",
+            "acked increments lost",
+            "old primary a replica after",
+        ]);
+    let millis = |value: Option<u64>| value.map_or_else(|| "never".into(), |t| format!("{t} ms"));
+    for failover in &report.failovers {
+        for run in &failover.runs {
+            table.add_row([
+                Cell::new(failover.fault.scenario_name()),
+                Cell::new(run.min_replicas_ack),
+                Cell::new(millis(run.announced_ms)),
+                Cell::new(format!("{} ms", run.unavailable_ms)),
+                Cell::new(format!(
+                    "{}/{}/{}/{}",
+                    run.failed_reads, run.failed_writes, run.failed_atomic, run.failed_logins
+                )),
+                Cell::new(format!("{:.0} ms", run.slowest_failure_ms)),
+                Cell::new(format!("{}/{}", run.sessions_kept, run.sessions)),
+                Cell::new(format!(
+                    "{} of {}",
+                    run.acked_increments_lost, run.acked_increments
+                )),
+                Cell::new(millis(run.old_primary_replica_ms)),
+            ]);
+        }
+    }
+    println!("Redis primary failures, under load through the LB (acks: REDIS_MIN_REPLICAS_ACK)");
+    println!("{table}");
 }

@@ -10,6 +10,7 @@ pub mod continuity;
 pub mod lost_updates;
 pub mod node_kill;
 pub mod redis_blackhole;
+pub mod redis_primary_failure;
 pub mod redis_restart;
 pub mod restart;
 pub mod rolling_restart;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::cluster::{Cluster, CLIENT_TIMEOUT};
-use crate::load::{LoadPlan, LoadRun};
+use crate::load::{LoadPlan, LoadRun, Mix};
 use crate::progress::Progress;
 use crate::scenario_result::{ScenarioOutcome, ScenarioResult};
 use crate::session::Session;
@@ -84,7 +85,7 @@ impl Context<'_> {
                 .iter()
                 .filter_map(|s| s.cookie().map(str::to_string))
                 .collect(),
-            write_every: 10,
+            mix: Mix::READS_AND_WRITES,
         };
         LoadRun::start(self.cluster.http.clone(), plan)
     }

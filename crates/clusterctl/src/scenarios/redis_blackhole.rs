@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::redis_restart::NEEDS_OWN_REDIS;
 use super::{ms, Context, GRACE};
+use crate::cluster::RedisAddress;
 use crate::scenario_result::{Check, ScenarioOutcome};
 use crate::session::Session;
 
@@ -44,7 +45,7 @@ pub async fn run(ctx: &mut Context<'_>) -> anyhow::Result<ScenarioOutcome<Figure
     ctx.progress
         .step("start a node whose Redis goes through the proxy, add it to the LB");
     let mut settings = ctx.cluster.settings.clone();
-    settings.redis_url = proxy.redis_url();
+    settings.redis = RedisAddress::Url(proxy.redis_url());
     let mut node = ctx.cluster.start_extra_node("partitioned", &settings)?;
     node.wait_ready(&http, Duration::from_secs(20)).await?;
     admin.add(&node.addr).await?;
