@@ -29,7 +29,7 @@
 //! attempts per second from its counters, in-flight requests, and the peak-EWMA latency
 //! estimate the balancer routes on (it keeps no per-backend latency percentiles).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -269,17 +269,27 @@ impl Body for EventStream {
     }
 }
 
-/// Counter values at the previous sample of one stream, to turn totals into rates.
+/// The rates of a snapshot are over about this much time: over one 250 ms tick, a few requests
+/// a second would show as a saw between zero and four times their rate.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The counters of one stream's recent samples, to turn totals into rates.
 struct Sampler {
     backends: Arc<BackendSet>,
     metrics: Arc<Metrics>,
-    previous_at: Option<Instant>,
-    /// Requests and failures of each backend, by serial (a re-added backend starts afresh).
-    previous_backends: HashMap<u64, (u64, u64)>,
-    previous_totals: Totals,
+    /// Oldest first, reaching back at least [`RATE_WINDOW`] once the stream is that old.
+    recent: VecDeque<Counters>,
     /// Ids sent in an earlier snapshot and no longer in the set.
     gone: Vec<String>,
     seen: Vec<String>,
+}
+
+/// Counter values at one sample.
+struct Counters {
+    at: Instant,
+    /// Requests and failures of each backend, by serial (a re-added backend starts afresh).
+    backends: HashMap<u64, (u64, u64)>,
+    totals: Totals,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -310,36 +320,44 @@ impl Sampler {
         Sampler {
             backends,
             metrics,
-            previous_at: None,
-            previous_backends: HashMap::new(),
-            previous_totals: Totals::default(),
+            recent: VecDeque::new(),
             gone: Vec::new(),
             seen: Vec::new(),
         }
     }
 
-    /// The snapshot to send now. Rates are over the time since the previous one (zero in the
-    /// first, which has nothing to compare with).
+    /// The snapshot to send now. Rates are over the last [`RATE_WINDOW`] (or since the stream
+    /// opened, if later; zero in the first snapshot, which has nothing to compare with).
     fn sample(&mut self) -> Value {
-        let now = Instant::now();
-        let elapsed = self
-            .previous_at
-            .map(|at| now.duration_since(at).as_secs_f64());
-        let per_second = |delta: u64| match elapsed {
-            Some(seconds) if seconds > 0.0 => round(delta as f64 / seconds),
-            _ => 0.0,
-        };
         let snapshot = self.backends.snapshot();
-        let mut counters = HashMap::with_capacity(snapshot.len());
+        let now = Counters {
+            at: Instant::now(),
+            backends: snapshot
+                .iter()
+                .map(|b| (b.serial(), (b.requests(), b.failures())))
+                .collect(),
+            totals: Totals::read(&self.metrics),
+        };
+        while self.recent.len() > 1 && now.at.duration_since(self.recent[1].at) >= RATE_WINDOW {
+            self.recent.pop_front();
+        }
+        let before = self.recent.front().unwrap_or(&now);
+        let seconds = now.at.duration_since(before.at).as_secs_f64();
+        let per_second = |delta: u64| {
+            if seconds > 0.0 {
+                round(delta as f64 / seconds)
+            } else {
+                0.0
+            }
+        };
         let mut list = Vec::with_capacity(snapshot.len());
         for backend in snapshot.iter() {
             let (requests, failures) = (backend.requests(), backend.failures());
-            let (before_requests, before_failures) = self
-                .previous_backends
+            let (before_requests, before_failures) = before
+                .backends
                 .get(&backend.serial())
                 .copied()
                 .unwrap_or((requests, failures));
-            counters.insert(backend.serial(), (requests, failures));
             list.push(json!({
                 "id": backend.id(),
                 "address": backend.address().as_str(),
@@ -366,12 +384,7 @@ impl Sampler {
             }
         }
 
-        let totals = Totals::read(&self.metrics);
-        let before = if elapsed.is_some() {
-            self.previous_totals
-        } else {
-            totals
-        };
+        let (totals, before) = (now.totals, before.totals);
         let responses = totals.responses.saturating_sub(before.responses);
         let server_errors = totals.server_errors.saturating_sub(before.server_errors);
         let error_rate = if responses == 0 {
@@ -381,10 +394,7 @@ impl Sampler {
         };
         let panic = self.backends.routing(&snapshot) == Routing::Panic;
 
-        self.previous_at = Some(now);
-        self.previous_backends = counters;
-        self.previous_totals = totals;
-        json!({
+        let value = json!({
             "at_ms": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             "backends": list,
             "gone": self.gone,
@@ -398,7 +408,9 @@ impl Sampler {
                 "panic": panic,
                 "panic_threshold_percent": self.backends.panic_threshold().percent(),
             },
-        })
+        });
+        self.recent.push_back(now);
+        value
     }
 }
 

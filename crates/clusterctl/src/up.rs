@@ -19,6 +19,12 @@ pub async fn up(options: ClusterOptions) -> anyhow::Result<bool> {
     println!("  load balancer  {lb}");
     println!("  LB admin       {}/backends", cluster.lb.admin.url());
     println!("  admin token    {}", cluster.lb.admin.token());
+    // The token is hex: it needs no escaping in a URL.
+    println!(
+        "  dashboard      {}/dashboard?token={}",
+        cluster.lb.admin.url(),
+        cluster.lb.admin.token()
+    );
     for node in &cluster.nodes {
         println!("  {:<14} {}", node.id, node.url());
     }

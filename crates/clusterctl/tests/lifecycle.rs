@@ -154,7 +154,8 @@ fn missing_redis_server_is_one_line_and_exit_2() {
     assert!(stderr.contains("--redis-url"), "{stderr}");
 }
 
-/// The docs send readers to the admin URL `up` prints; its token must open the mutating calls.
+/// The docs send readers to the admin URL `up` prints; its token must open the mutating calls;
+/// the dashboard URL it prints must open the page.
 #[tokio::test]
 async fn up_prints_the_admin_api_and_a_token_that_drains_a_node() {
     let out = tempfile::tempdir().unwrap();
@@ -169,8 +170,12 @@ async fn up_prints_the_admin_api_and_a_token_that_drains_a_node() {
     };
     let backends_url = value_of("LB admin");
     let token = value_of("admin token");
+    let dashboard = value_of("dashboard");
 
     let http = reqwest::Client::new();
+    let page = http.get(&dashboard).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the printed dashboard URL: {dashboard}");
+    assert!(page.text().await.unwrap().contains("EventSource"));
     let list: serde_json::Value = http
         .get(&backends_url)
         .send()
