@@ -6,6 +6,11 @@
 //!   totals at once and then every 250 ms, until the client goes away or the balancer stops.
 //! * `/dashboard/session/{login,counter/incr,whoami}` — the page's "my session" calls, relayed
 //!   to this balancer's own proxy listener.
+//! * `PUT /dashboard/controls` `{"address":"host:port"}` — where the cluster's controls are
+//!   answered (`clusterctl up` registers its own); then `GET /dashboard/controls` (what can be
+//!   done) and `POST /dashboard/controls/...` (kill a node, restart Redis, start a load...) are
+//!   relayed there. Without one, the page shows no controls: the balancer itself cannot start
+//!   or stop anything.
 //!
 //! All of it needs the admin token where one is set, as a bearer header or as `?token=`: the
 //! browser's `EventSource` cannot send headers, so the page passes on the token it was opened
@@ -32,7 +37,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,6 +47,7 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -76,6 +82,14 @@ pub struct Dashboard {
     proxy_address: SocketAddr,
     /// True once the balancer stops: open event streams end.
     stopped: watch::Receiver<bool>,
+    /// Where the controls are answered, once registered.
+    controls: RwLock<Option<SocketAddr>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlsAddress {
+    address: SocketAddr,
 }
 
 impl Dashboard {
@@ -90,6 +104,7 @@ impl Dashboard {
             metrics,
             proxy_address: reachable(proxy_listen),
             stopped,
+            controls: RwLock::new(None),
         }
     }
 
@@ -98,10 +113,55 @@ impl Dashboard {
         match (request.method(), rest) {
             (&Method::GET, "") => page(),
             (&Method::GET, "events") => self.events(),
+            (&Method::PUT, "controls") => self.register_controls(request).await,
+            (&Method::GET, "controls") => self.control(request, "").await,
+            (&Method::POST, action) if action.starts_with("controls/") => {
+                self.control(request, &action["controls/".len()..]).await
+            }
             (_, relayed) => match relayed.strip_prefix("session/") {
                 Some(path) => self.relay(request, path).await,
                 None => body::error(StatusCode::NOT_FOUND, "no such dashboard endpoint"),
             },
+        }
+    }
+
+    async fn register_controls(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let read = Limited::new(request.into_body(), MAX_RELAY_BODY).collect();
+        let bytes = match tokio::time::timeout(RELAY_TIMEOUT, read).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            _ => return body::error(StatusCode::BAD_REQUEST, "unreadable request body"),
+        };
+        match serde_json::from_slice::<ControlsAddress>(&bytes) {
+            Ok(ControlsAddress { address }) => {
+                *self.controls.write().unwrap_or_else(|p| p.into_inner()) = Some(address);
+                log::info!("admin: dashboard controls at {address}");
+                body::json(StatusCode::OK, &json!({ "controls": address.to_string() }))
+            }
+            Err(e) => body::error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"address\":\"host:port\"}}: {e}"),
+            ),
+        }
+    }
+
+    /// Relays a control call to where the controls were registered.
+    async fn control(&self, request: Request<Incoming>, action: &str) -> Response<ProxyBody> {
+        let Some(address) = *self.controls.read().unwrap_or_else(|p| p.into_inner()) else {
+            return body::error(
+                StatusCode::NOT_FOUND,
+                "no controls registered (PUT /dashboard/controls; clusterctl up does)",
+            );
+        };
+        match tokio::time::timeout(RELAY_TIMEOUT, relay_to(address, request, action)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(reason)) => body::error(
+                StatusCode::BAD_GATEWAY,
+                &format!("the controls did not answer: {reason}"),
+            ),
+            Err(_) => body::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("the controls did not answer within {RELAY_TIMEOUT:?}"),
+            ),
         }
     }
 
@@ -179,8 +239,8 @@ fn page() -> Response<ProxyBody> {
     response
 }
 
-/// One relayed call: the browser's cookie and body to the proxy listener, its status, type,
-/// cookies and body back.
+/// One relayed call: the browser's cookie and body to `proxy` (the proxy listener, or the
+/// controls), its status, type, cookies and body back.
 async fn relay_to(
     proxy: SocketAddr,
     request: Request<Incoming>,

@@ -113,13 +113,19 @@ async fn the_page_and_its_events_need_the_token() {
         .expect("the page");
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("ASCII")
+        .to_string();
+    assert!(policy.starts_with("default-src 'none'"), "{policy}");
+    assert!(policy.contains("connect-src 'self'"), "{policy}");
     let html = page.text().await.expect("HTML");
     assert!(
         html.contains("new EventSource"),
         "the page opens the event stream"
     );
     assert!(
-        !html.contains("http://") && !html.contains("https://"),
+        !html.contains("src=") && !html.contains("<link"),
         "the page loads nothing from elsewhere"
     );
     assert_eq!(
@@ -254,4 +260,66 @@ async fn my_session_calls_go_through_the_proxy_listener_with_the_cookie() {
         assert_eq!(status, 404, "{method} {path}");
     }
     assert_eq!(backend.requests(), 1, "nothing else is relayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controls_are_relayed_only_once_registered() {
+    let backend = TestBackend::start("a").await;
+    let controls = TestBackend::start("controls").await;
+    let lb = lb_with_token(&[&backend]).await;
+    let http = client();
+    let kill = || {
+        http.post(lb.admin_url("/dashboard/controls/nodes/node1/kill"))
+            .bearer_auth(TOKEN)
+    };
+
+    assert_eq!(status_of(kill()).await, 404, "no controls registered yet");
+    assert_eq!(
+        status_of(
+            http.get(lb.admin_url("/dashboard/controls"))
+                .bearer_auth(TOKEN)
+        )
+        .await,
+        404
+    );
+    let register = |body: Value| {
+        http.put(lb.admin_url("/dashboard/controls"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+    };
+    assert_eq!(
+        status_of(register(json!({ "address": "nowhere" }))).await,
+        400
+    );
+    assert_eq!(
+        status_of(
+            http.put(lb.admin_url("/dashboard/controls"))
+                .json(&json!({ "address": controls.address() }))
+        )
+        .await,
+        401
+    );
+    assert_eq!(
+        status_of(register(json!({ "address": controls.address() }))).await,
+        200
+    );
+
+    let killed = kill().send().await.expect("relayed control");
+    assert_eq!(killed.status(), 200);
+    let echo: Value = killed.json().await.expect("the controls' echo");
+    assert_eq!(echo["backend"], "controls");
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/nodes/node1/kill");
+    let listed: Value = http
+        .get(lb.admin_url("/dashboard/controls"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("relayed list")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed["path"], "/");
+    assert_eq!(controls.requests(), 2);
+    assert_eq!(backend.requests(), 0, "controls never go through the proxy");
 }

@@ -9,6 +9,7 @@
 
 mod cli;
 mod cluster;
+mod controls;
 mod demo;
 mod load;
 mod lost_updates_figures;
