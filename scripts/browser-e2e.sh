@@ -36,6 +36,6 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import selenium' 2>/d
 fi
 
 command -v redis-server >/dev/null || { say "redis-server is missing"; exit 1; }
-CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --quiet -p cluster-lb -p cluster-app
+CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --quiet -p cluster-lb -p cluster-app -p clusterctl
 
 SE_OFFLINE=true exec "$venv/bin/python" scripts/browser_e2e.py

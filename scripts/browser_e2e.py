@@ -1,30 +1,29 @@
 """The dashboard in a real browser: headless Chromium driven through WebDriver.
 
 Started by scripts/browser-e2e.sh, which installs Chromium, its driver and Selenium first.
-Starts its own cluster on free loopback ports (redis-server, three cluster-app nodes,
-cluster-lb with an admin token), opens /dashboard and checks what a person would see:
+Runs `clusterctl up --nodes 3` (redis-server, three nodes, cluster-lb with an admin token, all
+on free loopback ports), opens the dashboard URL it printed and checks what a person would see:
 
 1. three backend cards, all up, and "my session" showing the page's user and its counter;
-2. a node killed (SIGKILL): its card turns down within 2 s, "my session" keeps the same user
-   and the counter keeps counting, answered by the other nodes;
-3. the node restarted: its card is up again;
-4. the balancer restarted on the same ports: the event stream reconnects by itself and the
-   cards are live again.
+2. "kill node2" clicked: its card turns down within 2 s, the action is marked on the charts,
+   "my session" keeps the same user and the counter keeps counting, answered by the others;
+3. "restart node2" clicked: its card is up again;
+4. the balancer restarted on the same ports (SIGTERM, then started again with the same
+   arguments and environment): the event stream reconnects by itself, the cards are live again.
 
 A screenshot of each step goes to target/browser-e2e/ (the artifacts). Every process it starts
-is stopped on every exit path. Exit status 0 only if every check passed.
+is stopped on every exit path (clusterctl stops its own children). Exit status 0 only if every
+check passed.
 """
 
 import os
 import re
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -47,15 +46,7 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def start(name, argv, env, log_dir):
-    log = open(os.path.join(log_dir, f"{name}.log"), "ab")
-    processes[name] = subprocess.Popen(
-        argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(name, sig=signal.SIGKILL):
+def stop(name, sig=signal.SIGTERM):
     process = processes.pop(name, None)
     if process is not None and process.poll() is None:
         process.send_signal(sig)
@@ -78,62 +69,59 @@ def wait_for(what, limit, check, every=0.05):
         time.sleep(every)
 
 
-def answers(url):
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
+def start_cluster(log_dir):
+    """`clusterctl up`; returns what it printed, label by label."""
+    printed = os.path.join(log_dir, "clusterctl.out")
+    with open(printed, "wb") as out, open(os.path.join(log_dir, "clusterctl.err"), "wb") as err:
+        processes["clusterctl"] = subprocess.Popen(
+            [os.path.join(BINARIES, "clusterctl"), "up", "--nodes", "3",
+             "--lb-port", str(free_port()), "--bin-dir", BINARIES],
+            stdout=out, stderr=err, start_new_session=True)
+
+    def ready():
+        if processes["clusterctl"].poll() is not None:
+            raise AssertionError(f"clusterctl up exited; see {log_dir}")
+        with open(printed) as text:
+            content = text.read()
+        return "Ctrl-C stops everything" in content and content
+    lines = wait_for("clusterctl up is ready", 60, ready, every=0.2).splitlines()
+    labels = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and line.startswith("  "):
+            labels[parts[0]] = parts[1]
+    return labels
+
+
+def restart_lb():
+    """SIGTERM the balancer clusterctl started, then start it again as it was, as our child."""
+    parent = processes["clusterctl"].pid
+    children = subprocess.run(["pgrep", "-P", str(parent), "-x", "cluster-lb"],
+                              capture_output=True, text=True).stdout.split()
+    assert len(children) == 1, f"cluster-lb among clusterctl's children: {children}"
+    pid = int(children[0])
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = [a.decode() for a in f.read().split(b"\0") if a]
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = dict(e.decode().split("=", 1) for e in f.read().split(b"\0") if b"=" in e)
+    os.kill(pid, signal.SIGTERM)
+    wait_for("the balancer stops", 10, lambda: not os.path.exists(f"/proc/{pid}/cmdline")
+             or open(f"/proc/{pid}/cmdline", "rb").read() == b"")
+    processes["cluster-lb"] = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def main():
     os.makedirs(ARTIFACTS, exist_ok=True)
     log_dir = tempfile.mkdtemp(prefix="browser-e2e-")
-    redis_port, lb_port, admin_port = free_port(), free_port(), free_port()
-    node_ports = {f"node{i}": free_port() for i in (1, 2, 3)}
-    token = secrets.token_hex(16)
-    node_env = {
-        "SESSION_KEY": secrets.token_hex(64),
-        "COOKIE_SECURE": "false",
-        "SESSION_STORE": "redis",
-    }
-
-    def start_node(name):
-        start(name, [
-            os.path.join(BINARIES, "cluster-app"), "--node-id", name,
-            "--listen-addr", f"127.0.0.1:{node_ports[name]}",
-            "--redis-url", f"redis://127.0.0.1:{redis_port}",
-            "--drain-ms", "200", "--redis-timeout-ms", "500", "--workers", "1",
-        ], node_env, log_dir)
-
-    def start_lb():
-        argv = [
-            os.path.join(BINARIES, "cluster-lb"),
-            "--listen", f"127.0.0.1:{lb_port}", "--admin-listen", f"127.0.0.1:{admin_port}",
-            "--health-interval-ms", "250", "--health-fall", "3", "--health-rise", "2",
-            "--workers", "1",
-        ]
-        for port in node_ports.values():
-            argv += ["--backend", f"127.0.0.1:{port}"]
-        start("cluster-lb", argv, {"LB_ADMIN_TOKEN": token}, log_dir)
-        wait_for("the balancer answers", 10,
-                 lambda: answers(f"http://127.0.0.1:{admin_port}/healthz"))
-
-    start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                    "--save", "", "--appendonly", "no"], {}, log_dir)
-    wait_for("redis answers", 10, lambda: subprocess.run(
-        ["redis-cli", "-p", str(redis_port), "ping"], capture_output=True).stdout == b"PONG\n")
-    for name in node_ports:
-        start_node(name)
-    for name, port in node_ports.items():
-        wait_for(f"{name} is ready", 20, lambda: answers(f"http://127.0.0.1:{port}/readyz"))
-    start_lb()
-    say(f"cluster up (logs in {log_dir})")
+    labels = start_cluster(log_dir)
+    nodes = {name: labels[name].removeprefix("http://") for name in ("node1", "node2", "node3")}
+    say(f"cluster up: dashboard at {labels['dashboard'].split('?')[0]}")
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--disable-gpu", "--window-size=1000,640"):
+                     "--disable-gpu", "--window-size=1000,720"):
         options.add_argument(argument)
     try:
         browser = webdriver.Chrome(options=options,
@@ -141,19 +129,19 @@ def main():
     except Exception as error:  # the reason Chromium cannot start is the test's answer
         raise AssertionError(f"Chromium cannot start: {error}") from error
     try:
-        run_steps(browser, token, admin_port, node_ports, start_node, start_lb)
+        run_steps(browser, labels["dashboard"], nodes)
     finally:
         browser.quit()
 
 
-def run_steps(browser, token, admin_port, node_ports, start_node, start_lb):
+def run_steps(browser, dashboard, nodes):
     def shot(name):
         path = os.path.join(ARTIFACTS, f"{name}.png")
         browser.save_screenshot(path)
         say(f"screenshot {path}")
 
-    def card_state(port):
-        cards = browser.find_elements(By.CSS_SELECTOR, f'[data-backend="127.0.0.1:{port}"]')
+    def card_state(address):
+        cards = browser.find_elements(By.CSS_SELECTOR, f'[data-backend="{address}"]')
         return cards[0].get_attribute("data-state") if cards else None
 
     def text(element_id):
@@ -163,25 +151,32 @@ def run_steps(browser, token, admin_port, node_ports, start_node, start_lb):
         value = text("session-counter")
         return int(value) if value.isdigit() else None
 
-    browser.get(f"http://127.0.0.1:{admin_port}/dashboard?token={token}")
+    def click(action):
+        browser.find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]').click()
 
-    # 1. Three cards up; my session logged in and counting.
+    browser.get(dashboard)
+
+    # 1. Three cards up; my session logged in and counting; the controls shown.
     wait_for("three backend cards up", 10, lambda: all(
-        card_state(port) == "up" for port in node_ports.values()))
+        card_state(address) == "up" for address in nodes.values()))
     user = wait_for("my session shows its user", 10,
                     lambda: re.fullmatch(r"learner-\w+", text("session-user")) and
                     text("session-user"))
     first = wait_for("the counter counts", 10, lambda: (counter() or 0) >= 6 and counter())
+    wait_for("the controls are shown", 5, lambda: browser.find_elements(
+        By.CSS_SELECTOR, 'button[data-action="nodes/node2/kill"]'))
     say(f"3 cards up; my session: {user}, counter {first}, node {text('session-node')}")
     shot("1-cluster-up")
 
-    # 2. Kill node2: its card is down within 2 s; the session survives on the others.
+    # 2. Kill node2 from the page: its card is down within 2 s; the session survives.
     victim = "node2"
-    stop(victim)
+    click(f"nodes/{victim}/kill")
     killed = time.monotonic()
-    wait_for("the killed node's card is down", 2, lambda: card_state(node_ports[victim]) == "down",
+    wait_for("the killed node's card is down", 2, lambda: card_state(nodes[victim]) == "down",
              every=0.02)
-    say(f"{victim}'s card down {time.monotonic() - killed:.2f} s after the kill")
+    say(f"{victim}'s card down {time.monotonic() - killed:.2f} s after the click")
+    wait_for("the kill is marked on the charts", 2, lambda: browser.find_elements(
+        By.CSS_SELECTOR, f'[data-backend="{nodes["node1"]}"] line.marker'))
     before = counter()
     served_by = set()
 
@@ -196,21 +191,18 @@ def run_steps(browser, token, admin_port, node_ports, start_node, start_lb):
     say(f"counter {before} -> {counter()}, same user, answered by {sorted(served_by)}")
     shot("2-node-killed")
 
-    # 3. Restart node2: its card is up again.
-    start_node(victim)
-    wait_for("the restarted node's card is up", 15,
-             lambda: card_state(node_ports[victim]) == "up")
+    # 3. Restart node2 from the page: its card is up again.
+    click(f"nodes/{victim}/restart")
+    wait_for("the restarted node's card is up", 15, lambda: card_state(nodes[victim]) == "up")
     say(f"{victim} up again")
     shot("3-node-restarted")
 
     # 4. Restart the balancer: the page's event stream reconnects by itself.
-    stop("cluster-lb", signal.SIGTERM)
-    wait_for("the page sees the stream lost", 5, lambda: text("link") == "reconnecting")
-    start_lb()
-    wait_for("the stream is live again", 10, lambda: text("link") == "live")
-    wait_for("the cards are up after the balancer's restart", 10, lambda: all(
-        card_state(port) == "up" for port in node_ports.values()))
-    say("event stream reconnected after the balancer restarted")
+    restart_lb()
+    wait_for("the stream is live again", 15, lambda: browser.find_element(
+        By.ID, "link").get_attribute("data-reconnects") == "1" and all(
+        card_state(address) == "up" for address in nodes.values()))
+    say(f"event stream reconnected after the balancer restarted: {text('link')}")
     shot("4-lb-restarted")
 
 
