@@ -489,6 +489,22 @@ fn round(value: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{BackendAddress, Origin};
+
+    #[test]
+    fn a_down_backend_passing_checks_is_rising() {
+        let address = BackendAddress::parse("127.0.0.1:1").unwrap();
+        let backend = Backend::new(address, Origin::Static, &Metrics::new());
+        assert_eq!(dashboard_state(&backend), "up");
+        backend.mark_down();
+        assert_eq!(dashboard_state(&backend), "down");
+        backend.record_check(true, 3, 2);
+        assert_eq!(dashboard_state(&backend), "rising");
+        backend.record_check(true, 3, 2);
+        assert_eq!(dashboard_state(&backend), "up");
+        backend.set_draining(true);
+        assert_eq!(dashboard_state(&backend), "draining");
+    }
 
     #[test]
     fn a_wildcard_listen_address_is_reached_on_loopback() {
