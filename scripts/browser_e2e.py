@@ -8,7 +8,9 @@ on free loopback ports), opens the dashboard URL it printed and checks what a pe
 2. "kill node2" clicked: its card turns down within 2 s, the action is marked on the charts,
    "my session" keeps the same user and the counter keeps counting, answered by the others;
 3. "restart node2" clicked: its card is up again;
-4. the balancer restarted on the same ports (SIGTERM, then started again with the same
+4. "kill Redis" clicked: every card down, panic mode shown, "my session" gets 503s; "restart
+   Redis" clicked: the cards up and "my session" working again;
+5. the balancer restarted on the same ports (SIGTERM, then started again with the same
    arguments and environment): the event stream reconnects by itself, the cards are live again.
 
 A screenshot of each step goes to target/browser-e2e/ (the artifacts). Every process it starts
@@ -197,13 +199,31 @@ def run_steps(browser, dashboard, nodes):
     say(f"{victim} up again")
     shot("3-node-restarted")
 
-    # 4. Restart the balancer: the page's event stream reconnects by itself.
+    # 4. Kill Redis from the page: every node turns unready (down), the balancer goes into panic
+    #    mode and my session gets 503s; restart it: the cards are up and my session works again
+    #    (a new session: this Redis keeps nothing on disk).
+    click("redis/kill")
+    wait_for("the cards are down without Redis", 5, lambda: all(
+        card_state(address) == "down" for address in nodes.values()))
+    wait_for("my session sees the 503s", 5, lambda: "503" in text("session-status"))
+    wait_for("panic mode is shown", 5, lambda: text("total-panic").startswith("ON"))
+    say(f"Redis killed: 3 cards down, panic mode {text('total-panic')}, "
+        f"my session: {text('session-status')}")
+    shot("4-redis-killed")
+    click("redis/restart")
+    wait_for("the cards are up with Redis back", 15, lambda: all(
+        card_state(address) == "up" for address in nodes.values()))
+    wait_for("my session works again", 10, lambda: text("session-status") == "ok" and
+             text("session-user") == user)
+    say("Redis restarted: 3 cards up, my session logged in again")
+
+    # 5. Restart the balancer: the page's event stream reconnects by itself.
     restart_lb()
     wait_for("the stream is live again", 15, lambda: browser.find_element(
         By.ID, "link").get_attribute("data-reconnects") == "1" and all(
         card_state(address) == "up" for address in nodes.values()))
     say(f"event stream reconnected after the balancer restarted: {text('link')}")
-    shot("4-lb-restarted")
+    shot("5-lb-restarted")
 
 
 if __name__ == "__main__":
