@@ -59,6 +59,7 @@ use crate::body::{self, ProxyBody};
 use crate::metrics::Metrics;
 use crate::panic_mode::Routing;
 
+/// The page, compiled into the binary so it is served without files beside it.
 const PAGE: &str = include_str!("../assets/dashboard.html");
 
 /// How often a snapshot is sent.
