@@ -11,9 +11,12 @@
 //! * `POST /backends/{id}/drain` — no new requests; in-flight ones finish.
 //! * `POST /backends/{id}/enable` — undo a drain.
 //! * `GET /metrics` — Prometheus text.
+//! * `/dashboard` — a live page of all this, with its event stream (`dashboard.rs`).
 //!
 //! Mutating calls need `Authorization: Bearer <token>` when a token is configured (and start-up
-//! refuses a non-loopback admin address without one). A backend's id is its address as given.
+//! refuses a non-loopback admin address without one); so does everything under `/dashboard`,
+//! which also takes the token as `?token=` (a browser's event stream cannot send headers). A
+//! backend's id is its address as given.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +32,7 @@ use crate::backend::{Backend, BackendAddress, Origin};
 use crate::backend_set::{BackendSet, ChangeError};
 use crate::body::{self, ProxyBody};
 use crate::body_limits::BodyError;
+use crate::dashboard::Dashboard;
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
 use crate::panic_mode::Routing;
@@ -40,6 +44,7 @@ pub struct Admin {
     backends: Arc<BackendSet>,
     checker: HealthChecker,
     metrics: Arc<Metrics>,
+    dashboard: Dashboard,
     token: Option<String>,
     /// A request body must have arrived within this, or the connection is answered 408 and
     /// freed: the admin listener has few connections, and a stalled upload must not hold one.
@@ -56,6 +61,7 @@ impl Admin {
         backends: Arc<BackendSet>,
         checker: HealthChecker,
         metrics: Arc<Metrics>,
+        dashboard: Dashboard,
         token: Option<String>,
         body_deadline: Duration,
     ) -> Admin {
@@ -63,6 +69,7 @@ impl Admin {
             backends,
             checker,
             metrics,
+            dashboard,
             token,
             body_deadline,
         }
@@ -71,13 +78,14 @@ impl Admin {
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
+        if let Some(rest) = dashboard_path(&path) {
+            if !self.authorized(&request) && !self.token_in_query(&request) {
+                return unauthorized();
+            }
+            return self.dashboard.handle(request, rest).await;
+        }
         if method != Method::GET && !self.authorized(&request) {
-            let mut response =
-                body::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
+            return unauthorized();
         }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
@@ -169,6 +177,35 @@ impl Admin {
             .unwrap_or("");
         constant_time_eq(presented.as_bytes(), expected.as_bytes())
     }
+
+    /// The dashboard's other way to present the token: `?token=` (URL-encoded).
+    fn token_in_query(&self, request: &Request<Incoming>) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        let query = request.uri().query().unwrap_or("");
+        form_urlencoded::parse(query.as_bytes()).any(|(name, value)| {
+            name == "token" && constant_time_eq(value.as_bytes(), expected.as_bytes())
+        })
+    }
+}
+
+/// `/dashboard` and what is under it, as the path after `/dashboard` without its slashes.
+fn dashboard_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/dashboard")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        Some(rest.trim_matches('/'))
+    } else {
+        None
+    }
+}
+
+fn unauthorized() -> Response<ProxyBody> {
+    let mut response = body::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 fn describe(backend: &Backend) -> Value {

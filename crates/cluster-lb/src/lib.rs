@@ -8,7 +8,7 @@
 //! [`upstream`] for the connections to the backends, [`tracked_body`] to stream responses back
 //! ([`body`] for the answers it makes itself) and [`upgrade`] for WebSocket tunnels. [`health`] keeps each [`backend`]'s state honest;
 //! [`dns_discovery`] adds and removes backends as a DNS name's addresses change;
-//! [`admin`] and [`metrics`] expose it all. [`config`], [`server`], [`shutdown`], [`probe`] and
+//! [`admin`] and [`metrics`] expose it all, and [`dashboard`] shows it live in a browser. [`config`], [`server`], [`shutdown`], [`probe`] and
 //! [`load_balancer`] are the process around it.
 //!
 //! Errors: each public function that can fail returns a `thiserror` enum of its own concern
@@ -25,6 +25,7 @@ pub mod balancer;
 pub mod body;
 pub mod body_limits;
 pub mod config;
+pub mod dashboard;
 pub mod dns_discovery;
 pub mod forwarded;
 pub mod health;

@@ -24,6 +24,7 @@ use crate::admin::Admin;
 use crate::backend::Origin;
 use crate::backend_set::BackendSet;
 use crate::config::Settings;
+use crate::dashboard::Dashboard;
 use crate::dns_discovery::{Discovery, ResolverError};
 use crate::health::HealthChecker;
 use crate::metrics::Metrics;
@@ -109,13 +110,21 @@ async fn serve_admin(
     shared: Shared,
     token: Option<String>,
     listener: TcpListener,
+    proxy_listen: SocketAddr,
     stopped: watch::Receiver<bool>,
 ) {
     let metrics = Arc::clone(&shared.metrics);
+    let dashboard = Dashboard::new(
+        Arc::clone(&shared.backends),
+        Arc::clone(&shared.metrics),
+        proxy_listen,
+        stopped.clone(),
+    );
     let admin = Arc::new(Admin::new(
         shared.backends,
         shared.checker,
         shared.metrics,
+        dashboard,
         token,
         shared.admin_timeout,
     ));
@@ -160,6 +169,7 @@ pub async fn run(
     let shared = start_backends(&settings);
     let (stop, stopped) = watch::channel(false);
     start_discovery(&settings, &shared, stopped.clone())?;
+    let proxy_listen = proxy_listener.local_addr().unwrap_or(settings.listen);
     let proxy = tokio::spawn(serve_proxy(
         shared.clone(),
         settings.proxy,
@@ -171,6 +181,7 @@ pub async fn run(
         shared,
         settings.admin_token,
         admin_listener,
+        proxy_listen,
         stopped,
     ));
     shutdown.await;
@@ -221,6 +232,11 @@ where
         Ok::<_, StartError>((shared, admin, proxy_listeners))
     })?;
 
+    // The port actually bound (the settings may say 0), for the dashboard's session relay.
+    let proxy_listen = proxy_listeners
+        .first()
+        .and_then(|listener| listener.local_addr().ok())
+        .unwrap_or(settings.listen);
     let mut threads = Vec::with_capacity(workers);
     for (worker, listener) in proxy_listeners.into_iter().enumerate() {
         let (shared, options, stopped, grace) = (
@@ -251,6 +267,7 @@ where
             shared,
             settings.admin_token,
             admin_listener,
+            proxy_listen,
             stopped,
         ));
         shutdown().await;

@@ -10,6 +10,7 @@
 mod cli;
 mod cluster;
 mod compare;
+mod controls;
 mod demo;
 mod demo_redis_failover;
 mod demo_stores;

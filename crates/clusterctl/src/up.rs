@@ -1,9 +1,11 @@
 //! `clusterctl up`: a cluster to play with, until Ctrl-C.
 
 use crate::cluster::{Cluster, ClusterOptions, RedisMode};
+use crate::controls::Controls;
 
-/// Starts the cluster, prints where everything is, and waits forever; `main`
-/// stops waiting on Ctrl-C or SIGTERM, and dropping the cluster stops it.
+/// Starts the cluster, prints where everything is, and answers the dashboard's
+/// controls (`controls.rs`) until `main` stops waiting on Ctrl-C or SIGTERM;
+/// dropping the cluster stops it.
 pub async fn up(options: ClusterOptions) -> anyhow::Result<bool> {
     let redis = match options.redis_mode {
         RedisMode::Single => "redis-server",
@@ -14,6 +16,12 @@ pub async fn up(options: ClusterOptions) -> anyhow::Result<bool> {
         options.nodes
     );
     let cluster = Cluster::start(&options).await?;
+    let controls = Controls::bind().await?;
+    cluster
+        .lb
+        .admin
+        .register_controls(controls.address()?)
+        .await?;
     let lb = cluster.lb.url();
     println!(
         "cluster up: {} nodes, ready in {} ms",
@@ -23,6 +31,12 @@ pub async fn up(options: ClusterOptions) -> anyhow::Result<bool> {
     println!("  load balancer  {lb}");
     println!("  LB admin       {}/backends", cluster.lb.admin.url());
     println!("  admin token    {}", cluster.lb.admin.token());
+    // The token is hex: it needs no escaping in a URL.
+    println!(
+        "  dashboard      {}/dashboard?token={}",
+        cluster.lb.admin.url(),
+        cluster.lb.admin.token()
+    );
     for node in &cluster.nodes {
         println!("  {:<14} {}", node.id, node.url());
     }
@@ -42,7 +56,8 @@ pub async fn up(options: ClusterOptions) -> anyhow::Result<bool> {
     println!(
         "  curl -si -b /tmp/jar {lb}/whoami    # repeat: X-Served-By changes, the user does not"
     );
+    println!("The dashboard's buttons kill and restart nodes and Redis, and start a load.");
     println!("Ctrl-C stops everything.");
-    std::future::pending::<()>().await;
+    controls.serve(cluster).await;
     Ok(true)
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cluster_kit::{free_port, wait_for, workspace_bin, ChildGuard};
+use cluster_kit::{free_port, wait_for, wait_until, workspace_bin, ChildGuard};
 
 /// Starts `clusterctl up --nodes 2` and waits until it printed the URLs.
 ///
@@ -154,7 +154,8 @@ fn missing_redis_server_is_one_line_and_exit_2() {
     assert!(stderr.contains("--redis-url"), "{stderr}");
 }
 
-/// The docs send readers to the admin URL `up` prints; its token must open the mutating calls.
+/// The docs send readers to the admin URL `up` prints; its token must open the mutating calls;
+/// the dashboard URL it prints must open the page.
 #[tokio::test]
 async fn up_prints_the_admin_api_and_a_token_that_drains_a_node() {
     let out = tempfile::tempdir().unwrap();
@@ -169,8 +170,12 @@ async fn up_prints_the_admin_api_and_a_token_that_drains_a_node() {
     };
     let backends_url = value_of("LB admin");
     let token = value_of("admin token");
+    let dashboard = value_of("dashboard");
 
     let http = reqwest::Client::new();
+    let page = http.get(&dashboard).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the printed dashboard URL: {dashboard}");
+    assert!(page.text().await.unwrap().contains("EventSource"));
     let list: serde_json::Value = http
         .get(&backends_url)
         .send()
@@ -256,4 +261,104 @@ fn up_over_sentinel_prints_every_redis_process_and_stops_them_all() {
         unsafe { libc::kill(*pid, libc::SIGKILL) };
     }
     assert!(survivors.is_empty(), "survived SIGTERM: {survivors:?}");
+}
+
+/// The dashboard's controls, through the admin listener as the page calls them: a node killed
+/// and restarted (the balancer sees it go down and come back), Redis killed and restarted, a
+/// load started and stopped.
+#[tokio::test]
+async fn the_dashboard_controls_reach_the_cluster_up_runs() {
+    let out = tempfile::tempdir().unwrap();
+    let _clusterctl = start_up(out.path());
+    let printed = std::fs::read_to_string(out.path().join("stdout.txt")).unwrap();
+    let value_of = |label: &str| {
+        printed
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(label))
+            .map(|value| value.trim().to_string())
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{printed}"))
+    };
+    let backends_url = value_of("LB admin");
+    let admin = backends_url.trim_end_matches("/backends").to_string();
+    let token = value_of("admin token");
+    let http = reqwest::Client::new();
+    let control = |action: &str| {
+        http.post(format!("{admin}/dashboard/controls/{action}"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let state_of = |id: String| {
+        let http = http.clone();
+        let backends_url = backends_url.clone();
+        async move {
+            let list: serde_json::Value = http
+                .get(&backends_url)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            list["backends"]
+                .as_array()?
+                .iter()
+                .find(|b| b["id"] == id.as_str())
+                .map(|b| b["state"].as_str().unwrap_or("").to_string())
+        }
+    };
+
+    let listed: serde_json::Value = http
+        .get(format!("{admin}/dashboard/controls"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["nodes"][0]["id"], "node1", "{listed}");
+    assert_eq!(listed["redis"], true, "{listed}");
+    let node1 = listed["nodes"][0]["address"].as_str().unwrap().to_string();
+    assert_eq!(state_of(node1.clone()).await.as_deref(), Some("up"));
+
+    let without_token = http
+        .post(format!("{admin}/dashboard/controls/nodes/node1/kill"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without_token.status(), 401);
+    assert_eq!(state_of(node1.clone()).await.as_deref(), Some("up"));
+
+    assert_eq!(control("nodes/node1/kill").await.unwrap().status(), 200);
+    let down = wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || async { (state_of(node1.clone()).await.as_deref() == Some("down")).then_some(()) },
+    )
+    .await;
+    assert!(down.is_some(), "node1 is not down after its kill");
+    assert_eq!(control("nodes/node1/restart").await.unwrap().status(), 200);
+    let up = wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async { (state_of(node1.clone()).await.as_deref() == Some("up")).then_some(()) },
+    )
+    .await;
+    assert!(up.is_some(), "node1 is not up after its restart");
+
+    assert_eq!(control("redis/kill").await.unwrap().status(), 200);
+    assert_eq!(control("redis/restart").await.unwrap().status(), 200);
+    assert_eq!(control("load/start").await.unwrap().status(), 200);
+    let running: serde_json::Value = http
+        .get(format!("{admin}/dashboard/controls"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(running["load"], true, "{running}");
+    assert_eq!(control("load/stop").await.unwrap().status(), 200);
+    assert_eq!(control("nodes/node9/kill").await.unwrap().status(), 404);
 }

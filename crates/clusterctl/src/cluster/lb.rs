@@ -213,6 +213,19 @@ impl LbAdmin {
             .await
     }
 
+    /// Tells the dashboard where its controls are answered (`controls.rs`).
+    pub async fn register_controls(&self, address: std::net::SocketAddr) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .put(format!("{}/dashboard/controls", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "address": address.to_string() }))
+            .send()
+            .await?;
+        response.error_for_status()?;
+        Ok(())
+    }
+
     pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
         let response = self
             .http
