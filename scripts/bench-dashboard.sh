@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What an open dashboard costs the load balancer: cluster-lb (release) in front of two tiny nginx
-# backends, wrk at c=50, in rounds that alternate "closed" (no dashboard) and "open" (STREAMS
+# backends, wrk at c=50, in rounds of a "closed" run (no dashboard) and an "open" one (STREAMS
 # clients reading /dashboard/events, as that many open dashboards do; a real page also sends
 # its "my session" calls, 4 requests a second, which are not part of this figure). Prints the
 # median rps and the balancer's CPU time per request of each, and the difference. First, with
@@ -103,15 +103,29 @@ echo "idle, ${IDLE_SECONDS}s: $idle_without ticks without streams, $idle_with wi
 
 wrk -t1 -c8 -d1s "http://127.0.0.1:$PROXY_PORT/" >/dev/null # warm-up
 
-for round in $(seq 1 "$RUNS"); do
+run_closed() {
+  local result
   result=$(run_wrk); echo "$result" >> "$WORK/closed"
   echo "round $round closed: $result" >&2
+}
+run_open() {
+  local result events
   open_dashboards "$STREAMS" $((DURATION + 5))
   result=$(run_wrk); echo "$result" >> "$WORK/open"
   close_dashboards "$STREAMS"
   events=$(grep -c '^data: ' "$WORK/events-1" || true)
   echo "round $round open ($STREAMS stream(s), $events snapshots on the first): $result" >&2
   [ "$events" -gt 0 ] || { echo "the dashboard stream sent nothing" >&2; exit 1; }
+}
+
+# Odd rounds closed first, even rounds open first: whatever drifts during a round (the page
+# cache, the CPU's clock, the other runs' sockets in TIME_WAIT) falls on both sides alike.
+for round in $(seq 1 "$RUNS"); do
+  if [ $((round % 2)) -eq 1 ]; then
+    run_closed; run_open
+  else
+    run_open; run_closed
+  fi
 done
 
 closed_rps=$(awk '{print $1}' "$WORK/closed" | median)
