@@ -156,8 +156,10 @@ impl SentinelTopology {
         detached: bool,
         scratch: Option<tempfile::TempDir>,
     ) -> anyhow::Result<SentinelTopology> {
-        let redis_ports = free_ports(1 + REPLICAS)?;
-        let sentinel_ports = free_ports(SENTINELS)?;
+        // Chosen in one call: two calls could each hand out the same port (one redis-server
+        // and one sentinel on 37877 made a topology that never became ready).
+        let mut redis_ports = free_ports(1 + REPLICAS + SENTINELS)?;
+        let sentinel_ports = redis_ports.split_off(1 + REPLICAS);
         let primary = redis_ports[0];
         let mut redis = Vec::new();
         for &port in &redis_ports {
