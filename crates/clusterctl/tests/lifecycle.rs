@@ -161,13 +161,7 @@ async fn up_prints_the_admin_api_and_a_token_that_drains_a_node() {
     let out = tempfile::tempdir().unwrap();
     let _clusterctl = start_up(out.path());
     let printed = std::fs::read_to_string(out.path().join("stdout.txt")).unwrap();
-    let value_of = |label: &str| {
-        printed
-            .lines()
-            .find_map(|line| line.trim().strip_prefix(label))
-            .map(|value| value.trim().to_string())
-            .unwrap_or_else(|| panic!("no {label:?} line in:\n{printed}"))
-    };
+    let value_of = |label: &str| printed_value(&printed, label);
     let backends_url = value_of("LB admin");
     let token = value_of("admin token");
     let dashboard = value_of("dashboard");
@@ -271,13 +265,7 @@ async fn the_dashboard_controls_reach_the_cluster_up_runs() {
     let out = tempfile::tempdir().unwrap();
     let _clusterctl = start_up(out.path());
     let printed = std::fs::read_to_string(out.path().join("stdout.txt")).unwrap();
-    let value_of = |label: &str| {
-        printed
-            .lines()
-            .find_map(|line| line.trim().strip_prefix(label))
-            .map(|value| value.trim().to_string())
-            .unwrap_or_else(|| panic!("no {label:?} line in:\n{printed}"))
-    };
+    let value_of = |label: &str| printed_value(&printed, label);
     let backends_url = value_of("LB admin");
     let admin = backends_url.trim_end_matches("/backends").to_string();
     let token = value_of("admin token");
@@ -361,4 +349,13 @@ async fn the_dashboard_controls_reach_the_cluster_up_runs() {
     assert_eq!(running["load"], true, "{running}");
     assert_eq!(control("load/stop").await.unwrap().status(), 200);
     assert_eq!(control("nodes/node9/kill").await.unwrap().status(), 404);
+}
+
+/// The value `up` printed after `label` (e.g. "admin token"), trimmed.
+fn printed_value(printed: &str, label: &str) -> String {
+    printed
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(label))
+        .map(|value| value.trim().to_string())
+        .unwrap_or_else(|| panic!("no {label:?} line in:\n{printed}"))
 }
