@@ -9,32 +9,7 @@ use cluster_kit::{workspace_bin, ChildGuard};
 
 #[test]
 fn verify_quick_passes_on_three_nodes() {
-    let node = workspace_bin("cluster-app");
-    workspace_bin("cluster-lb");
-    let bin_dir = node.parent().expect("binaries live in a directory");
-    let out = tempfile::tempdir().unwrap();
-    let report = out.path().join("report.json");
-    let stdout = out.path().join("stdout.txt");
-
-    let mut command = Command::new(env!("CARGO_BIN_EXE_clusterctl"));
-    command
-        .args(["verify", "--nodes", "3", "--quick", "--report"])
-        .arg(&report)
-        .arg("--bin-dir")
-        .arg(bin_dir)
-        .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()));
-    let mut clusterctl = ChildGuard::spawn("clusterctl verify", &mut command);
-    let status = clusterctl.wait_timeout(Duration::from_secs(150));
-    let printed = std::fs::read_to_string(&stdout).unwrap_or_default();
-    println!("{printed}");
-    let status = status.expect("clusterctl verify --quick finished within 150 s");
-    assert!(
-        status.success(),
-        "clusterctl verify failed ({status}):\n{printed}"
-    );
-
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let (out, printed, json) = run_verify(&[], Duration::from_secs(150));
     assert_eq!(json["passed"], true);
     let scenarios = json["scenarios"].as_array().unwrap();
     let names: Vec<&str> = scenarios
@@ -91,34 +66,7 @@ fn verify_quick_passes_on_three_nodes() {
 /// SIGSTOPped under load, each without and with REDIS_MIN_REPLICAS_ACK=1, and both pass.
 #[test]
 fn verify_quick_passes_over_sentinel() {
-    let node = workspace_bin("cluster-app");
-    workspace_bin("cluster-lb");
-    let bin_dir = node.parent().expect("binaries live in a directory");
-    let out = tempfile::tempdir().unwrap();
-    let report = out.path().join("report.json");
-    let stdout = out.path().join("stdout.txt");
-
-    let mut command = Command::new(env!("CARGO_BIN_EXE_clusterctl"));
-    command
-        .args([
-            "verify", "--nodes", "3", "--quick", "--redis", "sentinel", "--report",
-        ])
-        .arg(&report)
-        .arg("--bin-dir")
-        .arg(bin_dir)
-        .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()));
-    let mut clusterctl = ChildGuard::spawn("clusterctl verify --redis sentinel", &mut command);
-    let status = clusterctl.wait_timeout(Duration::from_secs(240));
-    let printed = std::fs::read_to_string(&stdout).unwrap_or_default();
-    println!("{printed}");
-    let status = status.expect("clusterctl verify --quick --redis sentinel finished within 240 s");
-    assert!(
-        status.success(),
-        "clusterctl verify failed ({status}):\n{printed}"
-    );
-
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let (out, printed, json) = run_verify(&["--redis", "sentinel"], Duration::from_secs(240));
     let scenarios = json["scenarios"].as_array().unwrap();
     let status_of = |name: &str| {
         scenarios
@@ -157,4 +105,38 @@ fn verify_quick_passes_over_sentinel() {
         printed.contains("Redis primary failures"),
         "the failover table is printed:\n{printed}"
     );
+}
+
+/// Runs `clusterctl verify --nodes 3 --quick` with `extra` arguments, waits at most `limit`,
+/// asserts it passed, and returns the folder of its report (with the SVG timelines beside it),
+/// what it printed, and the JSON report.
+fn run_verify(extra: &[&str], limit: Duration) -> (tempfile::TempDir, String, serde_json::Value) {
+    let node = workspace_bin("cluster-app");
+    workspace_bin("cluster-lb");
+    let bin_dir = node.parent().expect("binaries live in a directory");
+    let out = tempfile::tempdir().unwrap();
+    let report = out.path().join("report.json");
+    let stdout = out.path().join("stdout.txt");
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clusterctl"));
+    command
+        .args(["verify", "--nodes", "3", "--quick"])
+        .args(extra)
+        .arg("--report")
+        .arg(&report)
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()));
+    let what = format!("clusterctl verify --quick {}", extra.join(" "));
+    let mut clusterctl = ChildGuard::spawn(&what, &mut command);
+    let status = clusterctl.wait_timeout(limit);
+    let printed = std::fs::read_to_string(&stdout).unwrap_or_default();
+    println!("{printed}");
+    let status = status.unwrap_or_else(|| panic!("{what} did not finish within {limit:?}"));
+    assert!(
+        status.success(),
+        "clusterctl verify failed ({status}):\n{printed}"
+    );
+    let json = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    (out, printed, json)
 }
