@@ -44,26 +44,8 @@ NEW_PRIMARY_SECONDS=30
 # new primary (they ask the sentinels every 100 ms while they have none).
 SERVED_AFTER_NAMED_MS=1000
 
-step=0
-step() { step=$((step + 1)); printf '\n== %d. %s\n' "$step" "$*"; }
-say() { printf '   %s\n' "$*"; }
-ok() { printf '   ok: %s\n' "$*"; }
-fail() { printf '   FAIL: %s\n' "$*" >&2; exit 1; }
-
-if docker compose version >/dev/null 2>&1; then
-  compose=(docker compose)
-elif command -v docker-compose >/dev/null; then
-  compose=(docker-compose)
-else
-  fail "neither 'docker compose' nor 'docker-compose' is installed"
-fi
-
-for tool in curl wrk; do
-  if ! command -v "$tool" >/dev/null; then
-    say "installing $tool"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
-  fi
-done
+# shellcheck source=scripts/failover-common.sh
+. scripts/failover-common.sh
 
 workdir=$(mktemp -d)
 load_pid=""
